@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv (Python 3.10), installs selfsup pinned by requirements/lock.txt,
+#               and runs the pipeline end to end on the built-in digits dataset
+#   make test   the same set-up, then the whole test suite (what CI runs)
+# Override the interpreter with `make demo PYTHON=/path/to/python3.10`.
+
+VENV ?= .venv
+OUTPUT ?= runs/demo
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+# Python 3.10 is required: TFX 1.16 (the newest TFX whose wheels load on these machines)
+# supports Python >=3.9,<3.11. Look on PATH, then in pyenv's versions.
+PYTHON ?= $(shell for candidate in python3.10 \
+	$$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10*/bin/python 2>/dev/null) \
+	$$(ls -d $$HOME/.pyenv/versions/3.10*/bin/python 2>/dev/null); do \
+	"$$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1 \
+	&& echo "$$candidate" && break; done)
+
+.PHONY: demo test lint lock install
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements/lock.txt
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "error: Python 3.10 not found (TFX 1.16 needs Python >=3.9,<3.11)."; \
+		echo "Install it (e.g. 'pyenv install 3.10') or pass PYTHON=/path/to/python3.10."; exit 1; fi
+	@echo "Setting up $(VENV) with $(PYTHON) (first time: about 4 minutes, 3 GB)..."
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/selfsup demo --output $(OUTPUT)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+lock: $(STAMP)
+	{ echo "# Pinned versions of the whole resolved environment (Python 3.10, tfx[kfp]==1.16.0)."; \
+	  echo "# Used as a pip constraints file by the Makefile. Regenerate with: make lock"; \
+	  $(VENV)/bin/python -m pip freeze --exclude-editable | grep -v '^selfsup'; } > requirements/lock.txt.new
+	mv requirements/lock.txt.new requirements/lock.txt

@@ -1,0 +1,153 @@
+"""Reads the folder layout of an image dataset and plans the splits, before any Beam work.
+
+    DIR/unlabeled/**            any image files, nested or flat, no labels
+    DIR/labeled/<class>/**      labeled images, one sub-folder per class
+    DIR/test/<class>/**         optional held-out labeled images; when absent, a
+                                deterministic hash of each labeled file's path sends
+                                a share `eval_fraction` of them to the eval split
+
+Every problem with the layout raises ValueError naming the folder or file, so a
+bad data folder fails the run before the pipeline starts.
+"""
+
+import dataclasses
+import hashlib
+import os
+import posixpath
+from typing import Dict, List, Tuple
+
+import tensorflow as tf
+
+from components.image_example_gen.image_check import has_image_extension
+
+UNLABELED, TRAIN, EVAL = "unlabeled", "train", "eval"
+SPLITS = (UNLABELED, TRAIN, EVAL)
+UNLABELED_LABEL = -1
+
+
+@dataclasses.dataclass
+class FolderPlan:
+    """Which file goes to which split with which label.
+
+    Attributes:
+      class_names: sorted class folder names; a label is an index into this list.
+      records: (relative path, split, label) for every image file, label -1 when unlabeled.
+      ignored: relative paths of files without an image extension (reported, not read).
+    """
+
+    class_names: List[str]
+    records: List[Tuple[str, str, int]]
+    ignored: List[str]
+
+    def counts(self) -> Dict[str, int]:
+        counts = {split: 0 for split in SPLITS}
+        for _, split, _ in self.records:
+            counts[split] += 1
+        return counts
+
+
+def _list_files(root: str, folder: str) -> List[str]:
+    """All files below root/folder, as paths relative to root, sorted."""
+    base = os.path.join(root, folder)
+    found = []
+    for directory, _, files in tf.io.gfile.walk(base):
+        relative_directory = directory[len(root):].lstrip("/\\")
+        for name in files:
+            if not name.startswith("."):
+                found.append(posixpath.join(relative_directory.replace("\\", "/"), name))
+    return sorted(found)
+
+
+def _class_folders(root: str, folder: str) -> Dict[str, List[str]]:
+    """{class name: relative image-or-other file paths} for root/folder/<class>/**."""
+    base = os.path.join(root, folder)
+    classes = {}
+    for entry in sorted(tf.io.gfile.listdir(base)):
+        name = entry.rstrip("/")
+        if name.startswith("."):
+            continue
+        if not tf.io.gfile.isdir(os.path.join(base, name)):
+            raise ValueError(
+                f"{posixpath.join(folder, name)} in {root}: files in '{folder}/' must sit in a class "
+                f"sub-folder ({folder}/<class>/...)"
+            )
+        classes[name] = _list_files(root, posixpath.join(folder, name))
+    return classes
+
+
+def is_eval_by_hash(relative_path: str, eval_fraction: float) -> bool:
+    """A deterministic split decision from the file's relative path (same on every machine)."""
+    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+
+
+def plan_folder(root: str, eval_fraction: float) -> FolderPlan:
+    """Scans `root` and decides every file's split and label.
+
+    Args:
+      root: the data folder (local path or a tf.io.gfile URL such as gs://...).
+      eval_fraction: share of labeled images sent to eval when there is no test/ folder.
+
+    Returns:
+      A FolderPlan.
+
+    Raises:
+      ValueError: naming the folder or file when the layout cannot be used.
+    """
+    if not tf.io.gfile.isdir(root):
+        raise ValueError(f"data folder does not exist or is not a folder: {root}")
+    labeled_dir = os.path.join(root, "labeled")
+    if not tf.io.gfile.isdir(labeled_dir):
+        raise ValueError(f"no labeled/ folder in {root}: expected {root}/labeled/<class>/<images>")
+    labeled = _class_folders(root, "labeled")
+    if not labeled:
+        raise ValueError(f"{labeled_dir} is empty: expected one sub-folder per class")
+    if len(labeled) < 2:
+        raise ValueError(
+            f"{labeled_dir} has a single class ({next(iter(labeled))}): a classifier needs at least two classes"
+        )
+    class_names = sorted(labeled)
+    records: List[Tuple[str, str, int]] = []
+    ignored: List[str] = []
+
+    def add(paths: List[str], split_of, label: int) -> int:
+        added = 0
+        for path in paths:
+            if has_image_extension(path):
+                records.append((path, split_of(path), label))
+                added += 1
+            else:
+                ignored.append(path)
+        return added
+
+    has_test = tf.io.gfile.isdir(os.path.join(root, "test"))
+    for label, name in enumerate(class_names):
+        if has_test:
+            split_of = lambda path: TRAIN  # noqa: E731
+        else:
+            split_of = lambda path: EVAL if is_eval_by_hash(path, eval_fraction) else TRAIN  # noqa: E731
+        if add(labeled[name], split_of, label) == 0:
+            raise ValueError(f"class folder {os.path.join(labeled_dir, name)} has no image files")
+
+    if has_test:
+        test = _class_folders(root, "test")
+        unknown = sorted(set(test) - set(class_names))
+        if unknown:
+            raise ValueError(
+                f"{os.path.join(root, 'test')} has classes that are not in labeled/: {unknown} (labeled classes: {class_names})"
+            )
+        for name, paths in test.items():
+            add(paths, lambda path: EVAL, class_names.index(name))
+
+    unlabeled_dir = os.path.join(root, "unlabeled")
+    if not tf.io.gfile.isdir(unlabeled_dir):
+        raise ValueError(f"no unlabeled/ folder in {root}: self-supervised pretraining needs unlabeled images")
+    if add(_list_files(root, "unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
+        raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
+
+    plan = FolderPlan(class_names=class_names, records=records, ignored=ignored)
+    counts = plan.counts()
+    for split in (TRAIN, EVAL):
+        if counts[split] == 0:
+            raise ValueError(f"the {split} split of {root} would be empty (image counts: {counts})")
+    return plan

@@ -1,0 +1,210 @@
+"""The selfsup configuration: one validated object, every default in one place.
+
+A config file is YAML with the sections below; every key is optional. Unknown
+keys, wrong types and impossible values raise `ConfigError` naming the key
+before any pipeline work starts. CLI flags override the file.
+
+    data:        where the images come from and how they are read
+    training:    both Trainers' hyperparameters (see trainer/hparams.py)
+    evaluation:  the blessing rule (accuracy floor, margin over the baseline)
+    pipeline:    name, caching, Beam arguments
+"""
+
+import dataclasses
+import os
+import typing
+from typing import Any, Dict, List, Literal, Optional
+
+import yaml
+
+from trainer.hparams import ConfigError, TrainingConfig, require
+
+__all__ = ["Config", "ConfigError", "DataConfig", "EvaluationConfig", "PipelineConfig", "load_config"]
+
+TFDS_DEFAULT_SPLITS = {
+    "stl10": {"unlabeled": "unlabelled", "train": "train", "eval": "test"},
+    "cifar10": {"unlabeled": "train[:80%]", "train": "train[80%:]", "eval": "test"},
+}
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the images come from.
+
+    source: `folder` (DIR/unlabeled/**, DIR/labeled/<class>/**, optional DIR/test/<class>/**),
+      `tfrecord` (DIR/{unlabeled,train,eval}/*: gzipped or plain TFRecords of tf.Examples with
+      an encoded `image` bytes feature and an int64 `label`), or `tfds` (a TFDS dataset by name,
+      read from `tfds_data_dir`; nothing is downloaded).
+    """
+
+    source: Literal["folder", "tfrecord", "tfds"] = "folder"
+    path: Optional[str] = None
+    class_names: Optional[List[str]] = None
+    tfds_name: Optional[str] = None
+    tfds_data_dir: Optional[str] = None
+    tfds_splits: Optional[Dict[str, str]] = None
+    eval_fraction: float = 0.2
+    max_bad_fraction: float = 0.05
+    max_image_pixels: int = 40_000_000
+
+    def __post_init__(self) -> None:
+        require(
+            self.source in ("folder", "tfrecord", "tfds"),
+            "data.source",
+            f"must be 'folder', 'tfrecord' or 'tfds', got {self.source!r}",
+        )
+        require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+        require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            "data.max_bad_fraction",
+            f"must be in [0, 1], got {self.max_bad_fraction}",
+        )
+        require(self.max_image_pixels > 0, "data.max_image_pixels", f"must be positive, got {self.max_image_pixels}")
+        if self.source == "tfds":
+            require(bool(self.tfds_name), "data.tfds_name", "is required when data.source is 'tfds'")
+            splits = self.resolved_tfds_splits()
+            require(
+                splits is not None and set(splits) == {"unlabeled", "train", "eval"},
+                "data.tfds_splits",
+                f"must map exactly unlabeled, train and eval to TFDS splits for {self.tfds_name!r}, got {splits}",
+            )
+        elif self.path is not None:
+            require(bool(self.path.strip()), "data.path", "must not be empty")
+        if self.class_names is not None:
+            require(len(self.class_names) >= 2, "data.class_names", "needs at least two classes")
+            require(
+                len(set(self.class_names)) == len(self.class_names), "data.class_names", "has duplicate names"
+            )
+
+    def resolved_tfds_splits(self) -> Optional[Dict[str, str]]:
+        """The TFDS split for each of our splits (config value, else the known default)."""
+        return self.tfds_splits or TFDS_DEFAULT_SPLITS.get(self.tfds_name or "")
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """The blessing rule: candidate accuracy >= min_accuracy and > baseline + margin."""
+
+    min_accuracy: float = 0.0
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.min_accuracy <= 1.0, "evaluation.min_accuracy", f"must be in [0, 1], got {self.min_accuracy}")
+        require(-1.0 < self.margin < 1.0, "evaluation.margin", f"must be in (-1, 1), got {self.margin}")
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    name: str = "selfsup"
+    enable_cache: bool = True
+    beam_args: List[str] = dataclasses.field(default_factory=lambda: ["--direct_num_workers=1"])
+
+    def __post_init__(self) -> None:
+        require(
+            bool(self.name) and self.name.replace("-", "").replace("_", "").isalnum(),
+            "pipeline.name",
+            f"must be letters, digits, '-' or '_', got {self.name!r}",
+        )
+
+
+@dataclasses.dataclass
+class Config:
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(expected: Any) -> str:
+    return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+
+
+def _check_value(value: Any, expected: Any, key: str) -> Any:
+    """Type-checks one YAML value against a dataclass field annotation."""
+    origin = typing.get_origin(expected)
+    args = typing.get_args(expected)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(value, inner[0], key)
+    if origin is Literal:
+        require(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, List):
+        require(isinstance(value, list), key, f"must be a list, got {type(value).__name__} {value!r}")
+        return [_check_value(item, args[0], f"{key}[{index}]") for index, item in enumerate(value)]
+    if origin in (dict, Dict):
+        require(isinstance(value, dict), key, f"must be a mapping, got {type(value).__name__} {value!r}")
+        return {_check_value(k, args[0], key): _check_value(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if expected is bool:
+        require(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if expected is int:
+        require(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if expected is float:
+        require(
+            isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}"
+        )
+        return float(value)
+    if expected is str:
+        require(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {_type_name(expected)} for {key}")
+
+
+def _build_section(cls: type, values: Any, section: str) -> Any:
+    require(isinstance(values, dict), section, f"must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = [field.name for field in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        require(key in known, f"{section}.{key}", f"unknown key; known keys of '{section}' are {known}")
+        kwargs[key] = _check_value(value, hints[key], f"{section}.{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: Optional[dict]) -> Config:
+    """Builds and validates a Config from a nested dict (a parsed YAML file)."""
+    values = values or {}
+    require(isinstance(values, dict), "<top level>", "the config file must be a YAML mapping of sections")
+    sections = {field.name: field.type for field in dataclasses.fields(Config)}
+    hints = typing.get_type_hints(Config)
+    for key in values:
+        require(key in sections, key, f"unknown section; known sections are {list(sections)}")
+    return Config(**{key: _build_section(hints[key], values[key] or {}, key) for key in values})
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
+    """Reads a YAML config file (or the defaults), applies dotted-key overrides, validates.
+
+    Args:
+      path: a YAML file, or None for the defaults.
+      overrides: e.g. {"data.path": "/images", "training.method": "simsiam"} from CLI flags.
+
+    Returns:
+      A validated Config.
+
+    Raises:
+      ConfigError: naming the bad key; FileNotFoundError if `path` does not exist.
+    """
+    values: dict = {}
+    if path is not None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                values = yaml.safe_load(handle) or {}
+            except yaml.YAMLError as error:
+                raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        require(isinstance(values, dict), path, "the config file must be a YAML mapping of sections")
+    for dotted_key, value in (overrides or {}).items():
+        section, _, key = dotted_key.partition(".")
+        section_values = values.setdefault(section, {}) or {}
+        values[section] = section_values
+        section_values[key] = value
+    return config_from_dict(values)

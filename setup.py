@@ -1,0 +1,24 @@
+"""selfsup: a TFX pipeline that pretrains an image encoder with self-supervision and ships the
+fine-tuned classifier only when it beats a supervised baseline."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="selfsup",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
+                                    "trainer", "trainer.*", "kubeflow", "kubeflow.*"]),
+    package_data={"pipeline": ["configs/*.yaml"]},
+    install_requires=[
+        "tfx[kfp]==1.16.0",
+        "tensorflow-datasets>=4.9,<5",
+        "dill",  # tfx-bsl 1.16 imports dill; apache-beam 2.74 no longer pulls it in
+        "pyyaml",
+        "pillow",
+        "scikit-learn",  # ships the handwritten-digits images of the built-in demo dataset
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+    entry_points={"console_scripts": ["selfsup=pipeline.cli:main"]},
+)

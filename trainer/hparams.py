@@ -1,0 +1,175 @@
+"""Training hyperparameters: the `training:` section of the selfsup config.
+
+This module is plain Python (no TensorFlow, no TFX) so that the pipeline can
+validate the training settings when it is built, and the Trainer can rebuild
+the same object from `fn_args.custom_config` inside its executor.
+"""
+
+import dataclasses
+from typing import Dict, Literal, Optional
+
+METHODS = ("simclr", "simsiam", "byol")
+ENCODERS = ("small_cnn", "resnet18_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
+OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+
+# Augmentation presets (SimCLR-style "strong" for pretraining, "weak" for fine-tuning).
+# `training.pretrain_augment` / `training.finetune_augment` override single keys.
+AUGMENT_PRESETS: Dict[str, Dict[str, float]] = {
+    "strong": {
+        "crop_scale_min": 0.2,       # random resized crop: area fraction range
+        "crop_scale_max": 1.0,
+        "flip_probability": 0.5,     # horizontal flip
+        "jitter_probability": 0.8,   # colour jitter applied with this probability
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "saturation": 0.4,
+        "hue": 0.1,
+        "grayscale_probability": 0.2,
+        "blur_probability": 0.0,     # Gaussian blur (SimCLR uses 0.5 on ImageNet-size images)
+        "blur_sigma_max": 2.0,
+        "rotate90_probability": 0.0,
+    },
+    "weak": {
+        "crop_scale_min": 0.8,
+        "crop_scale_max": 1.0,
+        "flip_probability": 0.5,
+        "jitter_probability": 0.0,
+        "brightness": 0.0,
+        "contrast": 0.0,
+        "saturation": 0.0,
+        "hue": 0.0,
+        "grayscale_probability": 0.0,
+        "blur_probability": 0.0,
+        "blur_sigma_max": 2.0,
+        "rotate90_probability": 0.0,
+    },
+}
+
+
+def augment_settings(preset: str, overrides: Dict[str, float]) -> Dict[str, float]:
+    """A preset with `overrides` applied; raises ConfigError for an unknown key."""
+    settings = dict(AUGMENT_PRESETS[preset])
+    for key, value in overrides.items():
+        require(key in settings, f"augment.{key}", f"unknown augmentation setting; known: {sorted(settings)}")
+        settings[key] = float(value)
+    return settings
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or impossible."""
+
+
+def require(condition: bool, key: str, message: str) -> None:
+    """Raises ConfigError naming `key` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Hyperparameters of both Trainers (candidate and supervised baseline).
+
+    Every default lives here; `pipeline.config` loads and type-checks the YAML
+    section, and the values are checked again here (ranges, choices).
+    """
+
+    method: Literal["simclr", "simsiam", "byol"] = "simclr"
+    encoder: Literal[
+        "small_cnn", "resnet18_cifar", "resnet50", "efficientnet_b0", "sequence_cnn"
+    ] = "small_cnn"
+    encoder_width: int = 128
+    encoder_weights: Optional[str] = None
+    image_size: int = 32
+    sequence_pool_size: int = 1
+
+    projection_dim: int = 128
+    projection_hidden_dim: int = 128
+    projection_layers: int = 2
+    projection_batch_norm: bool = True
+    predictor_hidden_dim: int = 64
+    sync_batch_norm: bool = False
+    temperature: float = 0.1
+    byol_base_ema: float = 0.99
+
+    batch_size: int = 256
+    pretrain_epochs: int = 20
+    pretrain_learning_rate: float = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "lars"] = "adam"
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+
+    pretrain_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
+    finetune_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+    finetune_batch_size: int = 64
+    linear_epochs: int = 10
+    linear_learning_rate: float = 1e-3
+    finetune_epochs: int = 10
+    finetune_learning_rate: float = 1e-4
+
+    knn_k: int = 20
+    monitor_every_epochs: int = 1
+    collapse_std_threshold: float = 0.01
+    seed: int = 42
+    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    tpu_address: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        prefix = "training."
+        require(self.method in METHODS, prefix + "method", f"must be one of {METHODS}, got {self.method!r}")
+        require(self.encoder in ENCODERS, prefix + "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
+        require(self.optimizer in OPTIMIZERS, prefix + "optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        require(self.strategy in STRATEGIES, prefix + "strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
+        for key in (
+            "encoder_width", "image_size", "sequence_pool_size", "projection_dim",
+            "projection_hidden_dim", "projection_layers", "predictor_hidden_dim",
+            "batch_size", "finetune_batch_size", "knn_k", "monitor_every_epochs",
+        ):
+            value = getattr(self, key)
+            require(value > 0, prefix + key, f"must be a positive integer, got {value}")
+        for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs"):
+            value = getattr(self, key)
+            require(value >= 0, prefix + key, f"must be zero or more, got {value}")
+        require(
+            self.linear_epochs + self.finetune_epochs > 0,
+            prefix + "finetune_epochs",
+            "linear_epochs + finetune_epochs must be at least 1 so that a classifier is trained",
+        )
+        for key in ("pretrain_learning_rate", "linear_learning_rate", "finetune_learning_rate", "temperature"):
+            value = getattr(self, key)
+            require(value > 0, prefix + key, f"must be greater than 0, got {value}")
+        require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")
+        require(
+            0.0 <= self.byol_base_ema < 1.0, prefix + "byol_base_ema", f"must be in [0, 1), got {self.byol_base_ema}"
+        )
+        require(
+            0.0 <= self.collapse_std_threshold < 1.0,
+            prefix + "collapse_std_threshold",
+            f"must be in [0, 1), got {self.collapse_std_threshold}",
+        )
+        require(self.image_size >= 8, prefix + "image_size", f"must be at least 8 pixels, got {self.image_size}")
+        for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak")):
+            try:
+                settings = augment_settings(preset, getattr(self, key))
+            except ConfigError as error:
+                raise ConfigError(str(error).replace("'augment.", f"'{prefix}{key}.")) from None
+            for name, value in settings.items():
+                if name.endswith("probability"):
+                    require(0.0 <= value <= 1.0, f"{prefix}{key}.{name}", f"must be in [0, 1], got {value}")
+                else:
+                    require(value >= 0.0, f"{prefix}{key}.{name}", f"must be zero or more, got {value}")
+            require(
+                0.0 < settings["crop_scale_min"] <= settings["crop_scale_max"] <= 1.0,
+                f"{prefix}{key}.crop_scale_min",
+                "crop scales must satisfy 0 < crop_scale_min <= crop_scale_max <= 1",
+            )
+        require(
+            self.strategy != "tpu" or bool(self.tpu_address),
+            prefix + "tpu_address",
+            "is required when training.strategy is 'tpu'",
+        )
+
+    def to_dict(self) -> dict:
+        """The JSON-serialisable form passed to the Trainer as custom_config."""
+        return dataclasses.asdict(self)
