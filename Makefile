@@ -27,7 +27,7 @@ $(STAMP): setup.py requirements/lock.txt
 		echo "Install it (e.g. 'pyenv install 3.10') or pass PYTHON=/path/to/python3.10."; exit 1; fi
 	@echo "Setting up $(VENV) with $(PYTHON) (first time: about 4 minutes, 3 GB)..."
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[dev]" --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 demo: $(STAMP)

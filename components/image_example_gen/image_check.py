@@ -33,7 +33,9 @@ def image_problem(encoded: bytes, max_pixels: int) -> Optional[str]:
     try:
         with Image.open(io.BytesIO(encoded)) as header:
             width, height = header.size
-    except Exception as error:  # Pillow raises many types for unknown formats.
+    except Image.UnidentifiedImageError:
+        return "not a decodable image: unrecognised image format"
+    except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for broken headers.
         return f"not a decodable image: {type(error).__name__}: {error}"
     if width * height > max_pixels:
         return f"too large: {width}x{height} pixels exceeds data.max_image_pixels={max_pixels}"

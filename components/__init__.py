@@ -1,0 +1,1 @@
+"""Custom TFX components of selfsup (spec / component / executor, logic in plain functions)."""

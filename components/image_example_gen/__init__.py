@@ -1,0 +1,1 @@
+"""ImageExampleGen: images from a folder, TFRecords or TFDS into checked tf.Example splits."""

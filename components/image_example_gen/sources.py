@@ -1,0 +1,165 @@
+"""The three image sources, each checked before Beam starts and read as Beam `Candidate`s.
+
+A Candidate is one image on its way to the splits:
+    (source_id, split, label, encoded image bytes or None, problem or None)
+`source_id` names the file (folder), TFRecord file (tfrecord) or TFDS record so that a
+skipped image can be found again.
+"""
+
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import apache_beam as beam
+import tensorflow as tf
+
+from components.image_example_gen.folder_layout import SPLITS, UNLABELED, UNLABELED_LABEL, plan_folder
+
+Candidate = Tuple[str, str, int, Optional[bytes], Optional[str]]
+IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE = "image", "label", "path"
+
+
+class SourcePlan:
+    """What a source will read, known before any Beam work: class names and a Beam reader."""
+
+    def __init__(self, class_names: List[str], ignored: List[str], read):
+        self.class_names = class_names
+        self.ignored = ignored
+        self._read = read
+
+    def read(self, pipeline: beam.Pipeline) -> beam.PCollection:
+        """Returns the PCollection of Candidates."""
+        return self._read(pipeline)
+
+
+def _read_file(record: Tuple[str, str, int], root: str) -> Candidate:
+    relative_path, split, label = record
+    try:
+        with tf.io.gfile.GFile(os.path.join(root, relative_path), "rb") as handle:
+            return relative_path, split, label, handle.read(), None
+    except (OSError, tf.errors.OpError) as error:
+        return relative_path, split, label, None, f"cannot read file: {error}"
+
+
+def plan_folder_source(root: str, eval_fraction: float) -> SourcePlan:
+    plan = plan_folder(root, eval_fraction)
+
+    def read(pipeline):
+        return (
+            pipeline
+            | "ListImageFiles" >> beam.Create(plan.records)
+            | "ReadImageFiles" >> beam.Map(_read_file, root)
+        )
+
+    return SourcePlan(plan.class_names, plan.ignored, read)
+
+
+def _example_to_candidate(filename_and_record: Tuple[str, bytes], root: str, split: str) -> Candidate:
+    filename, record = filename_and_record
+    source_id = os.path.relpath(filename, root) if not root.startswith(("gs://", "s3://")) else filename
+    try:
+        example = tf.train.Example.FromString(record)
+    except Exception as error:  # protobuf's DecodeError
+        return source_id, split, UNLABELED_LABEL, None, f"record is not a tf.Example: {error}"
+    features = example.features.feature
+    if IMAGE_FEATURE not in features or not features[IMAGE_FEATURE].bytes_list.value:
+        return source_id, split, UNLABELED_LABEL, None, f"record has no '{IMAGE_FEATURE}' bytes feature"
+    encoded = features[IMAGE_FEATURE].bytes_list.value[0]
+    if split == UNLABELED:
+        return source_id, split, UNLABELED_LABEL, encoded, None
+    if LABEL_FEATURE not in features or not features[LABEL_FEATURE].int64_list.value:
+        return source_id, split, UNLABELED_LABEL, encoded, f"labeled record has no '{LABEL_FEATURE}' int64 feature"
+    return source_id, split, int(features[LABEL_FEATURE].int64_list.value[0]), encoded, None
+
+
+def plan_tfrecord_source(root: str, class_names: Optional[List[str]]) -> SourcePlan:
+    """DIR/{unlabeled,train,eval}/* TFRecord files (gzip when named *.gz) of tf.Examples."""
+    if not tf.io.gfile.isdir(root):
+        raise ValueError(f"data folder does not exist or is not a folder: {root}")
+    if not class_names:
+        raise ValueError("data.class_names is required when data.source is 'tfrecord' (labels index into it)")
+    patterns = {}
+    for split in SPLITS:
+        pattern = os.path.join(root, split, "*")
+        if not tf.io.gfile.glob(pattern):
+            raise ValueError(f"no TFRecord files for the {split} split: {pattern} matches nothing")
+        patterns[split] = pattern
+
+    def read(pipeline):
+        splits = []
+        for split, pattern in patterns.items():
+            splits.append(
+                pipeline
+                | f"Pattern[{split}]" >> beam.Create([pattern])
+                | f"ReadRecords[{split}]" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+                | f"ToCandidates[{split}]" >> beam.Map(_example_to_candidate, root, split)
+            )
+        return splits | "MergeSplits" >> beam.Flatten()
+
+    return SourcePlan(list(class_names), [], read)
+
+
+def _read_tfds_split(split_pair: Tuple[str, str], name: str, data_dir: Optional[str]) -> Iterator[Candidate]:
+    import tensorflow_datasets as tfds
+
+    split, tfds_split = split_pair
+    builder = tfds.builder(name, data_dir=data_dir)
+    dataset = builder.as_dataset(split=tfds_split, decoders={"image": tfds.decode.SkipDecoding()})
+    for index, record in enumerate(tfds.as_numpy(dataset)):
+        label = UNLABELED_LABEL if split == UNLABELED else int(record["label"])
+        yield f"tfds:{name}/{tfds_split}#{index}", split, label, bytes(record["image"]), None
+
+
+def plan_tfds_source(name: str, data_dir: Optional[str], splits: Dict[str, str]) -> SourcePlan:
+    """A TFDS dataset already prepared in `data_dir` (nothing is downloaded)."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # DatasetNotFoundError and friends
+        raise ValueError(f"unknown TFDS dataset {name!r}: {error}") from error
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise ValueError(f"TFDS dataset {name!r} has no 'image' and 'label' features: {list(features)}")
+    class_names = list(features["label"].names)
+    if len(class_names) < 2:
+        raise ValueError(f"TFDS dataset {name!r} has fewer than two classes: {class_names}")
+    available = set(builder.info.splits.keys())
+    for split, tfds_split in splits.items():
+        base_split = tfds_split.split("[")[0]
+        if base_split not in available:
+            raise ValueError(
+                f"TFDS dataset {name!r} in data dir {data_dir or tfds.core.constants.DATA_DIR} has no split "
+                f"{base_split!r} (for our {split} split); available: {sorted(available) or 'none: not prepared'}. "
+                "Prepare it with `tfds build` on a machine with internet access and copy the data dir."
+            )
+
+    def read(pipeline):
+        return (
+            pipeline
+            | "TfdsSplits" >> beam.Create(sorted(splits.items()))
+            | "ReadTfds" >> beam.FlatMap(_read_tfds_split, name, data_dir)
+        )
+
+    return SourcePlan(class_names, [], read)
+
+
+def plan_source(data: dict) -> SourcePlan:
+    """Checks the configured source (the `data:` config section as a dict) and plans its reading.
+
+    Raises:
+      ValueError: naming the problem (missing folder, split, class list, dataset) before Beam runs.
+    """
+    source = data["source"]
+    if source == "folder":
+        return plan_folder_source(_required_path(data), data["eval_fraction"])
+    if source == "tfrecord":
+        return plan_tfrecord_source(_required_path(data), data.get("class_names"))
+    if source == "tfds":
+        return plan_tfds_source(data["tfds_name"], data.get("tfds_data_dir"), data["tfds_splits"])
+    raise ValueError(f"config key 'data.source': unknown source {source!r}")
+
+
+def _required_path(data: dict) -> str:
+    if not data.get("path"):
+        raise ValueError(f"config key 'data.path' is required when data.source is {data['source']!r} (or pass --data)")
+    return data["path"]
