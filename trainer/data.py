@@ -1,0 +1,112 @@
+"""Reading the ImageExampleGen splits as tf.data pipelines, and the one image decoder.
+
+Every image, in training and in the exported model, goes through `decode_image`, so what
+the model is trained on and what it serves are decoded and resized the same way.
+"""
+
+import json
+import os
+from typing import List, Sequence, Tuple
+
+import tensorflow as tf
+
+IMAGE_FEATURE, LABEL_FEATURE = "image", "label"
+CLASS_NAMES_FILE = "class_names.json"
+_FEATURE_SPEC = {
+    IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
+    LABEL_FEATURE: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+
+
+def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decodes JPEG/PNG/GIF/BMP bytes to float32 (image_size, image_size, 3) in [0, 1].
+
+    Grayscale and palette images get 3 channels, RGBA drops alpha, an animated GIF gives
+    its first frame; any size is resized (bilinear, aspect ratio not kept).
+    """
+    image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    image = tf.image.resize(tf.cast(image, tf.float32) / 255.0, [image_size, image_size], antialias=True)
+    return tf.clip_by_value(image, 0.0, 1.0)
+
+
+def decode_image_batch(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
+    """(B,) encoded strings -> (B, image_size, image_size, 3) float32 in [0, 1]."""
+    return tf.map_fn(
+        lambda one: decode_image(one, image_size),
+        encoded,
+        fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+    )
+
+
+def parse_examples(serialized: tf.Tensor) -> dict:
+    """(B,) serialized tf.Examples -> {"image": (B,) string, "label": (B,) int64}."""
+    return tf.io.parse_example(serialized, _FEATURE_SPEC)
+
+
+def examples_root(split_file_patterns: Sequence[str]) -> str:
+    """The Examples artifact folder from a split's file pattern (URI/Split-train/*)."""
+    return os.path.dirname(os.path.dirname(split_file_patterns[0].rstrip("/")))
+
+
+def split_files(examples_uri: str, split: str) -> List[str]:
+    return [os.path.join(examples_uri, f"Split-{split}", "*")]
+
+
+def read_class_names(examples_uri: str) -> List[str]:
+    """The class names ImageExampleGen recorded beside the splits (label i is class_names[i])."""
+    path = os.path.join(examples_uri, CLASS_NAMES_FILE)
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"{path} is missing: the examples were not written by selfsup's ImageExampleGen")
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def _records(file_patterns: Sequence[str], shuffle: bool, seed: int) -> tf.data.Dataset:
+    files = []
+    for pattern in file_patterns:
+        files.extend(tf.io.gfile.glob(pattern))
+    if not files:
+        raise ValueError(f"no TFRecord files match {list(file_patterns)}")
+    files = tf.data.Dataset.from_tensor_slices(sorted(files))
+    if shuffle:
+        files = files.shuffle(len(files), seed=seed)
+    return files.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        cycle_length=4,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle,
+    )
+
+
+def image_dataset(
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True
+) -> tf.data.Dataset:
+    """Images only (labels dropped): batches of (batch_size, H, W, 3) float32, full batches only.
+
+    Streams from the files; shuffles within a 10,000-image buffer.
+    """
+    records = _records(file_patterns, shuffle, seed)
+    if shuffle:
+        records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return (
+        records.batch(batch_size, drop_remainder=True)
+        .map(lambda batch: decode_image_batch(parse_examples(batch)[IMAGE_FEATURE], image_size),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def labeled_dataset(
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool
+) -> tf.data.Dataset:
+    """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller."""
+    records = _records(file_patterns, shuffle, seed)
+    if shuffle:
+        records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+
+    def decode(batch: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+        features = parse_examples(batch)
+        return decode_image_batch(features[IMAGE_FEATURE], image_size), features[LABEL_FEATURE]
+
+    return records.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

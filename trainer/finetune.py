@@ -1,0 +1,69 @@
+"""Classifier training: linear head on the frozen encoder, then the whole network; and the baseline.
+
+The classifier maps images (B, H, W, 3) in [0, 1] to class probabilities (B, C). Sequence
+encoders' (B, T, D) features are averaged over T before the head.
+"""
+
+from typing import Dict, List
+
+import keras
+import tensorflow as tf
+
+from trainer.hparams import TrainingConfig
+from trainer.optimizers import build_optimizer
+
+
+def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is_sequence: bool) -> keras.Model:
+    """encoder -> (temporal average) -> Dense(num_classes, softmax); float32 probabilities."""
+    images = keras.Input((image_size, image_size, 3), name="images")
+    features = encoder(images)
+    if is_sequence:
+        features = keras.layers.GlobalAveragePooling1D(name="temporal_average")(features)
+    probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(features)
+    return keras.Model(images, probabilities, name="classifier")
+
+
+def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs: int, learning_rate: float,
+               config: TrainingConfig, steps_per_epoch: int, callbacks: List, phase: str) -> Dict[str, List[float]]:
+    if epochs == 0:
+        return {}
+    training_model.compile(
+        optimizer=build_optimizer(
+            "adam" if config.optimizer == "lars" else config.optimizer,
+            learning_rate, config.weight_decay, epochs * steps_per_epoch, 0,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    print(f"[selfsup] {phase}: {epochs} epochs at learning rate {learning_rate}", flush=True)
+    history = training_model.fit(train_dataset, validation_data=eval_dataset, epochs=epochs,
+                                 callbacks=callbacks, verbose=2)
+    return {f"{phase}/{key}": [float(value) for value in values] for key, values in history.history.items()}
+
+
+def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: keras.layers.Layer,
+                     train_dataset: tf.data.Dataset, eval_dataset: tf.data.Dataset, config: TrainingConfig,
+                     steps_per_epoch: int, callbacks: List, from_scratch: bool) -> Dict[str, List[float]]:
+    """Trains `classifier` in place; returns the history of every phase.
+
+    Candidate (from_scratch=False): `linear_epochs` with the encoder frozen at
+    `linear_learning_rate`, then `finetune_epochs` of the whole network at `finetune_learning_rate`.
+    Baseline (from_scratch=True): the same number of epochs (linear + finetune), whole network,
+    at `linear_learning_rate`, from random weights.
+    """
+    images = keras.Input(classifier.input_shape[1:], name="images")
+    training_model = keras.Model(images, classifier(augmenter(images)), name="classifier_with_augmentation")
+    history: Dict[str, List[float]] = {}
+    if from_scratch:
+        encoder.trainable = True
+        history.update(_fit_phase(training_model, train_dataset, eval_dataset,
+                                  config.linear_epochs + config.finetune_epochs, config.linear_learning_rate,
+                                  config, steps_per_epoch, callbacks, "supervised"))
+        return history
+    encoder.trainable = False
+    history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.linear_epochs,
+                              config.linear_learning_rate, config, steps_per_epoch, callbacks, "linear"))
+    encoder.trainable = True
+    history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.finetune_epochs,
+                              config.finetune_learning_rate, config, steps_per_epoch, callbacks, "finetune"))
+    return history

@@ -1,0 +1,139 @@
+"""The TFX Trainer entry point for both Trainers: `run_fn(fn_args)`.
+
+custom_config carries the `training:` config section plus `role`:
+- "candidate": self-supervised pretraining of the encoder on the unlabeled and train images
+  (labels unused), then linear head + whole-network fine-tuning on the train split;
+- "baseline": the same encoder architecture from random weights, trained on the train split
+  only, with the same number of fine-tuning epochs.
+Both export the same SavedModel signatures (trainer/export.py) and write `history.json`
+beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Dict
+
+import keras
+import tensorflow as tf
+
+from trainer import data, distribute, monitors
+from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
+from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.export import export_classifier
+from trainer.finetune import build_classifier, train_classifier
+from trainer.hparams import TrainingConfig
+from trainer.methods import build_method
+from trainer.optimizers import build_optimizer
+
+ROLES = ("candidate", "baseline")
+HISTORY_FILE = "history.json"
+
+
+def training_config_from_custom_config(custom_config: Dict[str, Any]) -> TrainingConfig:
+    """Rebuilds the validated TrainingConfig from the Trainer's custom_config."""
+    names = {field.name for field in dataclasses.fields(TrainingConfig)}
+    return TrainingConfig(**{key: value for key, value in custom_config.items() if key in names})
+
+
+def _split_sizes(examples_uri: str) -> Dict[str, int]:
+    with tf.io.gfile.GFile(os.path.join(examples_uri, "ingest_report.json")) as handle:
+        report = json.load(handle)
+    return {split: counts["written"] for split, counts in report["splits"].items()}
+
+
+def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
+             sizes: Dict[str, int], class_names, log_dir: str) -> Dict[str, list]:
+    """Self-supervised pretraining of `encoder` in place; returns the per-epoch history."""
+    if config.pretrain_epochs == 0:
+        return {}
+    files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
+    images = sizes["unlabeled"] + sizes["train"]
+    if images < config.batch_size:
+        raise ValueError(
+            f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
+            "for pretraining"
+        )
+    steps_per_epoch = images // config.batch_size
+    is_sequence = encoder_outputs_sequence(config.encoder)
+    with strategy.scope():
+        augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
+        model = build_method(
+            config, encoder, augmenter, is_sequence,
+            make_encoder=lambda: build_encoder(config.encoder, config.image_size, config.encoder_width,
+                                               config.encoder_weights),
+            steps_per_epoch=steps_per_epoch,
+        )
+        model.compile(optimizer=build_optimizer(
+            config.optimizer, config.pretrain_learning_rate, config.weight_decay,
+            config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
+        ))
+    dataset = data.image_dataset(files, config.batch_size, config.image_size, config.seed)
+
+    def encode(batch):
+        features = encoder(batch, training=False)
+        return tf.reduce_mean(features, axis=1) if is_sequence else features
+
+    labeled = {
+        split: data.labeled_dataset(data.split_files(examples_uri, split), 256, config.image_size, config.seed, False)
+        for split in ("train", "eval")
+    }
+    callbacks = [
+        monitors.FailOnNanLoss(),
+        monitors.KnnMonitor(encode, labeled["train"], labeled["eval"], config.knn_k, len(class_names),
+                            config.monitor_every_epochs),
+        monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
+        keras.callbacks.TensorBoard(os.path.join(log_dir, "pretrain")),
+    ]
+    print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
+          f"of {config.batch_size} images ({images} images)", flush=True)
+    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks, verbose=2)
+    return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
+
+
+def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str) -> Dict:
+    """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too)."""
+    role = custom_config.get("role")
+    if role not in ROLES:
+        raise ValueError(f"custom_config 'role' must be one of {ROLES}, got {role!r}")
+    config = training_config_from_custom_config(custom_config)
+    keras.utils.set_random_seed(config.seed)
+    examples_uri = data.examples_root(train_files)
+    class_names = data.read_class_names(examples_uri)
+    sizes = _split_sizes(examples_uri)
+    strategy = distribute.build_strategy(config.strategy, config.tpu_address)
+    is_sequence = encoder_outputs_sequence(config.encoder)
+    with strategy.scope():
+        encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
+
+    history: Dict[str, list] = {}
+    if role == "candidate":
+        history.update(pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir))
+
+    train_dataset = data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
+                                         config.image_size, config.seed, shuffle=True)
+    eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size,
+                                        config.seed, shuffle=False)
+    steps_per_epoch = max(1, math.ceil(sizes["train"] / config.finetune_batch_size))
+    with strategy.scope():
+        classifier = build_classifier(encoder, len(class_names), config.image_size, is_sequence)
+        augmenter = build_finetune_augmenter(config.finetune_augment, config.image_size, config.seed + 1)
+        history.update(train_classifier(
+            classifier, encoder, augmenter, train_dataset, eval_dataset, config, steps_per_epoch,
+            [monitors.FailOnNanLoss(), keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune"))],
+            from_scratch=(role == "baseline"),
+        ))
+
+    if distribute.is_chief():
+        export_classifier(classifier, class_names, config.image_size, serving_model_dir)
+        with tf.io.gfile.GFile(os.path.join(os.path.dirname(serving_model_dir), HISTORY_FILE), "w") as handle:
+            json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history},
+                      handle, indent=1)
+        print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
+    return history
+
+
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point (GenericExecutor): see the module docstring."""
+    train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir, fn_args.model_run_dir)
