@@ -97,7 +97,10 @@ class EvaluationConfig:
 class PipelineConfig:
     name: str = "selfsup"
     enable_cache: bool = True
-    beam_args: List[str] = dataclasses.field(default_factory=lambda: ["--direct_num_workers=1"])
+    # Beam's default runner in 2.74 (Prism) downloads a binary; name the DirectRunner explicitly.
+    beam_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    )
 
     def __post_init__(self) -> None:
         require(

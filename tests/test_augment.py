@@ -234,3 +234,12 @@ def test_blur_applies_each_images_own_gaussian(images):
     for index, sigma in enumerate(sigmas):
         expected = _reference_blur(images[index].numpy(), float(sigma), radius)
         np.testing.assert_allclose(blurred[index], expected, atol=1e-5)
+
+
+def test_config_round_trip_rebuilds_the_same_augmenter(images):
+    augmenter = augment.build_pretrain_augmenter(ALL_OPERATIONS, IMAGE_SIZE, SEED)
+
+    rebuilt = augment.ImageAugmenter.from_config(augmenter.get_config())
+
+    assert rebuilt.name == augmenter.name
+    np.testing.assert_array_equal(rebuilt(images, training=True).numpy(), augmenter(images, training=True).numpy())

@@ -32,7 +32,9 @@ when the augmenter is built: two augmenters built with the same seed give the
 same output for the same sequence of batches. Under a `tf.distribute`
 strategy, build the augmenter inside `strategy.scope()` (like the model): the
 generator then gives each replica its own deterministic stream, so replicas do
-not repeat each other's augmentations.
+not repeat each other's augmentations. The generator's state is not part of
+the layer's Keras config or weights: a reloaded augmenter starts again from
+`seed`.
 """
 
 import math
@@ -52,6 +54,7 @@ MIN_BLUR_SIGMA = 0.1
 MIN_IMAGE_SIZE = 8
 
 
+@keras.saving.register_keras_serializable(package="selfsup")
 class ImageAugmenter(keras.layers.Layer):
     """Random SimCLR-style augmentation of a batch of square RGB images.
 
@@ -199,8 +202,7 @@ class ImageAugmenter(keras.layers.Layer):
         rotate = self._uniform(images, 0.0, 1.0) < self.settings["rotate90_probability"]
         quarter_turns = self.generator.uniform([tf.shape(images)[0]], minval=1, maxval=4, dtype=tf.int32)
         quarter_turns = tf.where(rotate, quarter_turns, 0)
-        rotations = tf.stack([tf.image.rot90(images, turns) for turns in range(4)], axis=1)
-        return tf.gather(rotations, quarter_turns, axis=1, batch_dims=1)
+        return tf.gather(_all_rotations(images), quarter_turns, axis=1, batch_dims=1)
 
 
 def build_augmenter(settings: Mapping[str, float], image_size: int, seed: int, name: str) -> ImageAugmenter:
@@ -281,6 +283,25 @@ def _bilinear_resize_matrix(start: tf.Tensor, length: tf.Tensor, size: int) -> t
     source = tf.clip_by_value(source, 0.0, size - 1.0)
     input_pixels = tf.range(size, dtype=tf.float32)
     return tf.nn.relu(1.0 - tf.abs(source[:, :, tf.newaxis] - input_pixels[tf.newaxis, tf.newaxis, :]))
+
+
+def _all_rotations(images: tf.Tensor) -> tf.Tensor:
+    """The square images rotated counter-clockwise by 0, 90, 180 and 270 degrees.
+
+    Args:
+        images: (batch, size, size, channels).
+
+    Returns:
+        (batch, 4, size, size, channels): index k along axis 1 is rotated by k * 90 degrees.
+    """
+    transposed = tf.transpose(images, [0, 2, 1, 3])
+    rotations = [
+        images,
+        tf.reverse(transposed, axis=[1]),
+        tf.reverse(images, axis=[1, 2]),
+        tf.reverse(transposed, axis=[2]),
+    ]
+    return tf.stack(rotations, axis=1)
 
 
 def _gaussian_blur(images: tf.Tensor, sigma: tf.Tensor, radius: int) -> tf.Tensor:

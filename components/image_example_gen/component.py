@@ -2,6 +2,7 @@
 
 from typing import Optional, Union
 
+from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.orchestration import data_types
 from tfx.types import standard_artifacts
@@ -37,4 +38,9 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
     def __init__(self, data_config: str, data_path: Optional[Union[str, data_types.RuntimeParameter]] = None):
-        super().__init__(ImageExampleGenSpec(data_config=data_config, data_path=data_path))
+        super().__init__(ImageExampleGenSpec(
+            data_config=data_config,
+            data_path=data_path,
+            examples=types.Channel(type=standard_artifacts.Examples),
+            report=types.Channel(type=IngestReport),
+        ))

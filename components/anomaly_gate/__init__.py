@@ -1,0 +1,1 @@
+"""AnomalyGate: stops the pipeline before training when ExampleValidator found anomalies."""

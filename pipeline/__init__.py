@@ -1,0 +1,1 @@
+"""The selfsup pipeline: config, factory, local runner and CLI."""

@@ -1,0 +1,115 @@
+"""The `selfsup` command line.
+
+    selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol]
+    selfsup demo [--output DIR] [--method ...]
+"""
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from typing import List, Optional
+
+DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
+
+
+def _quiet_libraries() -> None:
+    """Keeps TensorFlow/Google client start-up noise out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
+
+
+class _ProgressFilter(logging.Filter):
+    """Lets warnings and errors through, and of the INFO lines only the components' progress."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return not str(record.msg).startswith(("ArtifactQuery.property_predicate", "From "))
+        message = str(record.msg)
+        return message.startswith(("Component ", "Ingesting ", "Skipped "))
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.addFilter(_ProgressFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfsup", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline on your images with LocalDagRunner")
+    run.add_argument("--data", help="data folder (overrides data.path)")
+    run.add_argument("--output", required=True, help="output folder: artifacts, MLMD, serving/, summary.json")
+    run.add_argument("--config", help="YAML config file (defaults apply to keys it leaves out)")
+    run.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
+
+    demo = commands.add_parser("demo", help="run the pipeline on the built-in digits dataset")
+    demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
+    demo.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
+    return parser
+
+
+def _print_summary(summary: dict, output: str) -> None:
+    print("\n" + "=" * 78)
+    print(f"selfsup: {summary['decision']}")
+    data = summary.get("data") or {}
+    for split, counts in (data.get("splits") or {}).items():
+        print(f"  {split:>9}: {counts['read']} images read, {counts['written']} used, {counts['skipped']} skipped")
+    if data.get("skipped"):
+        print(f"  skipped images are listed in {data['ingest_report']}")
+    print(f"  summary: {os.path.join(output, 'summary.json')}")
+    print("=" * 78)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    _quiet_libraries()
+    args = _build_parser().parse_args(argv)
+    _configure_logging()
+
+    from pipeline.config import ConfigError, load_config
+
+    overrides = {}
+    if args.method:
+        overrides["training.method"] = args.method
+    try:
+        if args.command == "demo":
+            from pipeline.demo_data import write_digits_dataset
+
+            data_dir = os.path.join(os.path.abspath(args.output), "data")
+            if not os.path.isdir(data_dir):
+                counts = write_digits_dataset(data_dir)
+                print(f"[selfsup] wrote the digits demo dataset to {data_dir}: {counts}", flush=True)
+            overrides["data.path"] = data_dir
+            config = load_config(DEMO_CONFIG, overrides)
+        else:
+            if args.data:
+                overrides["data.path"] = args.data
+            config = load_config(args.config, overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"selfsup: error: {error}", file=sys.stderr)
+        return 2
+
+    from pipeline.local_runner import run_local
+
+    try:
+        summary = run_local(config, args.output)
+    except ValueError as error:
+        print(f"selfsup: error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"selfsup: {error}", file=sys.stderr)
+        return 1
+    _print_summary(summary, os.path.abspath(args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

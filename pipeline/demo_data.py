@@ -1,0 +1,37 @@
+"""The built-in demo dataset: scikit-learn's handwritten digits written as an image folder.
+
+1,797 real 8x8 grayscale scans of the digits 0-9 (bundled with scikit-learn, nothing is
+downloaded), laid out as selfsup expects:
+    DIR/labeled/<digit>/NNNN.png    `labeled_per_class` images per class
+    DIR/test/<digit>/NNNN.png       `test_per_class` images per class
+    DIR/unlabeled/NNNN.png          all the others, without labels
+"""
+
+import os
+
+import numpy as np
+from PIL import Image
+
+
+def write_digits_dataset(root: str, labeled_per_class: int = 10, test_per_class: int = 30, seed: int = 0) -> dict:
+    """Writes the digits into `root` (created if missing); returns the number of images per split."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    taken = {label: 0 for label in range(10)}
+    counts = {"labeled": 0, "test": 0, "unlabeled": 0}
+    for index in order:
+        label = int(digits.target[index])
+        if taken[label] < labeled_per_class:
+            folder, split = os.path.join(root, "labeled", str(label)), "labeled"
+        elif taken[label] < labeled_per_class + test_per_class:
+            folder, split = os.path.join(root, "test", str(label)), "test"
+        else:
+            folder, split = os.path.join(root, "unlabeled"), "unlabeled"
+        taken[label] += 1
+        counts[split] += 1
+        os.makedirs(folder, exist_ok=True)
+        pixels = np.clip(digits.images[index] * (255.0 / 16.0), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="L").save(os.path.join(folder, f"{index:04d}.png"))
+    return counts

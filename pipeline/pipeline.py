@@ -1,0 +1,122 @@
+"""The one pipeline factory, used by the local runner and the Kubeflow runner alike.
+
+ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
+  -> candidate Trainer (SSL pretraining + fine-tuning) and baseline Trainer (supervised)
+  -> Evaluator (candidate vs baseline, TFMA) -> Pusher (only when blessed)
+"""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+from typing import List, Optional, Union
+
+from tfx import v1 as tfx
+from tfx.orchestration import data_types
+
+from components.anomaly_gate.component import AnomalyGate
+from components.image_example_gen.component import ImageExampleGen
+from pipeline.config import Config
+from pipeline.evaluation import build_eval_config
+
+TRAINER_RUN_FN = "trainer.run.run_fn"
+COMPONENT_IDS = (
+    "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
+    "CandidateTrainer", "BaselineTrainer", "Evaluator", "Pusher",
+)
+
+
+def trainer_code_fingerprint() -> str:
+    """SHA-256 of the trainer package's sources.
+
+    TFX keys the Trainer's cache on the module file only when one is passed; with a dotted
+    `run_fn` path a code change would reuse a stale cached model. Putting this fingerprint in
+    custom_config makes any trainer code change re-run both Trainers.
+    """
+    spec = importlib.util.find_spec("trainer")
+    digest = hashlib.sha256()
+    for folder in spec.submodule_search_locations:
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), "rb") as handle:
+                    digest.update(name.encode() + b"\0" + handle.read())
+    return digest.hexdigest()
+
+
+def data_config_json(config: Config) -> str:
+    """The `data:` section as ImageExampleGen's JSON parameter (TFDS splits resolved)."""
+    data = dataclasses.asdict(config.data)
+    data["tfds_splits"] = config.data.resolved_tfds_splits()
+    return json.dumps(data, sort_keys=True)
+
+
+def create_pipeline(
+    *,
+    config: Config,
+    pipeline_root: str,
+    serving_dir: str,
+    metadata_connection_config=None,
+    data_path: Optional[Union[str, data_types.RuntimeParameter]] = None,
+    beam_pipeline_args: Optional[List[str]] = None,
+    trainer_custom_config: Optional[dict] = None,
+) -> tfx.dsl.Pipeline:
+    """Builds the selfsup pipeline.
+
+    Args:
+      config: the validated configuration.
+      pipeline_root: where every artifact is written (a local folder, gs://..., s3://...).
+      serving_dir: where the Pusher copies a blessed model.
+      metadata_connection_config: MLMD connection (SQLite locally; None on Kubeflow).
+      data_path: overrides config.data.path (a RuntimeParameter on Kubeflow).
+      beam_pipeline_args: Beam options for the Beam components (default: config.pipeline.beam_args).
+      trainer_custom_config: extra keys for both Trainers' custom_config (e.g. distribution settings).
+
+    Returns:
+      A tfx.dsl.Pipeline.
+    """
+    example_gen = ImageExampleGen(data_config=data_config_json(config), data_path=data_path)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"])
+
+    training = dict(config.training.to_dict(), trainer_code_fingerprint=trainer_code_fingerprint(),
+                    **(trainer_custom_config or {}))
+    trainers = {}
+    for role, component_id in (("candidate", "CandidateTrainer"), ("baseline", "BaselineTrainer")):
+        trainers[role] = tfx.components.Trainer(
+            run_fn=TRAINER_RUN_FN,
+            examples=example_gen.outputs["examples"],
+            schema=gate.outputs["validated_schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"]),
+            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config=dict(training, role=role),
+        ).with_id(component_id)
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainers["candidate"].outputs["model"],
+        baseline_model=trainers["baseline"].outputs["model"],
+        eval_config=build_eval_config(config.evaluation),
+        example_splits=["eval"],
+    )
+    pusher = tfx.components.Pusher(
+        model=trainers["candidate"].outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
+        ),
+    )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
+                  trainers["candidate"], trainers["baseline"], evaluator, pusher]
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline.name,
+        pipeline_root=pipeline_root,
+        components=components,
+        enable_cache=config.pipeline.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.pipeline.beam_args,
+    )

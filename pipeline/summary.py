@@ -1,0 +1,101 @@
+"""summary.json: what a run decided and why, read from the run's artifacts (MLMD + TFMA output)."""
+
+import json
+import os
+from typing import Any, Dict, Optional
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from pipeline.config import Config
+from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE
+
+INGEST_REPORT_FILE = "ingest_report.json"
+
+
+def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+    """{model name: {metric name: value}} for the overall slice of a TFMA evaluation (no diffs)."""
+    metrics: Dict[str, Dict[str, float]] = {}
+    for slice_metrics in tfma.load_metrics(evaluation_uri):
+        if slice_metrics.slice_key.single_slice_keys:
+            continue
+        for entry in slice_metrics.metric_keys_and_values:
+            if entry.key.is_diff:
+                continue
+            value = entry.value
+            if value.HasField("double_value"):
+                metrics.setdefault(entry.key.model_name, {})[entry.key.name] = value.double_value.value
+    return metrics
+
+
+def _single(results: Dict[str, Dict], component: str, key: str):
+    artifacts = results.get(component, {}).get("outputs", {}).get(key, [])
+    return artifacts[0] if artifacts else None
+
+
+def _custom(artifact, name: str):
+    if artifact is None or name not in artifact.custom_properties:
+        return None
+    value = artifact.custom_properties[name]
+    return value.int_value if value.HasField("int_value") else value.string_value
+
+
+def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str]) -> Dict[str, Any]:
+    """The summary of the latest run (see README: summary.json)."""
+    summary: Dict[str, Any] = {
+        "status": "failed" if failure else "succeeded",
+        "error": failure,
+        "method": config.training.method,
+        "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin},
+        "candidate": {"accuracy": None},
+        "baseline": {"accuracy": None},
+        "blessed": False,
+        "pushed_model": None,
+        "data": None,
+        "components": {component: result["state"] for component, result in results.items()},
+    }
+    report = _single(results, "ImageExampleGen", "report")
+    if report is not None and tf.io.gfile.exists(os.path.join(report.uri, INGEST_REPORT_FILE)):
+        with tf.io.gfile.GFile(os.path.join(report.uri, INGEST_REPORT_FILE)) as handle:
+            ingest = json.load(handle)
+        summary["data"] = {
+            "class_names": ingest["class_names"],
+            "splits": ingest["splits"],
+            "skipped": ingest["skipped"],
+            "ingest_report": os.path.join(report.uri, INGEST_REPORT_FILE),
+        }
+    evaluation = _single(results, "Evaluator", "evaluation")
+    if evaluation is not None:
+        metrics = overall_metrics(evaluation.uri)
+        for name in (CANDIDATE, BASELINE):
+            summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
+        summary["evaluation"] = evaluation.uri
+    blessing = _single(results, "Evaluator", "blessing")
+    summary["blessed"] = bool(_custom(blessing, "blessed"))
+    pushed = _single(results, "Pusher", "pushed_model")
+    if _custom(pushed, "pushed"):
+        summary["pushed_model"] = _custom(pushed, "pushed_destination")
+    summary["decision"] = explain(summary)
+    return summary
+
+
+def explain(summary: Dict[str, Any]) -> str:
+    """One sentence: what was decided and why."""
+    if summary["status"] == "failed":
+        return f"The run failed before a decision: {summary['error']}"
+    candidate, baseline = summary["candidate"]["accuracy"], summary["baseline"]["accuracy"]
+    rule = summary["rule"]
+    if candidate is None or baseline is None:
+        return "No evaluation result was found."
+    comparison = (f"candidate ({summary['method']}) accuracy {candidate:.4f} vs supervised baseline {baseline:.4f} "
+                  f"(difference {candidate - baseline:+.4f}; required: more than {rule['margin']:+.4f} and at least "
+                  f"{rule['min_accuracy']:.4f} overall)")
+    if summary["blessed"]:
+        where = f" and pushed to {summary['pushed_model']}" if summary["pushed_model"] else ""
+        return f"BLESSED{where}: {comparison}."
+    return f"NOT BLESSED, nothing pushed: {comparison}."
+
+
+def write_summary(summary: Dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
