@@ -8,6 +8,7 @@ before any pipeline work starts. CLI flags override the file.
     training:    both Trainers' hyperparameters (see trainer/hparams.py)
     evaluation:  the blessing rule (accuracy floor, margin over the baseline)
     pipeline:    name, caching, Beam arguments
+    kubeflow:    pipeline root, image, Beam arguments and Trainer distribution on a cluster
 """
 
 import dataclasses
@@ -19,7 +20,9 @@ import yaml
 
 from trainer.hparams import ConfigError, TrainingConfig, require
 
-__all__ = ["Config", "ConfigError", "DataConfig", "EvaluationConfig", "PipelineConfig", "load_config"]
+__all__ = [
+    "Config", "ConfigError", "DataConfig", "EvaluationConfig", "KubeflowConfig", "PipelineConfig", "load_config",
+]
 
 TFDS_DEFAULT_SPLITS = {
     "stl10": {"unlabeled": "unlabelled", "train": "train", "eval": "test"},
@@ -110,12 +113,106 @@ class PipelineConfig:
         )
 
 
+OBJECT_STORAGE_SCHEMES = ("gs://", "s3://")
+TRAINER_STRATEGY = Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"]
+
+
+def require_object_storage(value: Optional[str], key: str) -> None:
+    """Requires None or an object storage URI such as gs://bucket/folder (pods share no local disk)."""
+    if value is None:
+        return
+    scheme = next((scheme for scheme in OBJECT_STORAGE_SCHEMES if value.startswith(scheme)), None)
+    require(
+        scheme is not None and len(value) > len(scheme),
+        key,
+        f"must be an object storage URI starting with one of {list(OBJECT_STORAGE_SCHEMES)}, got {value!r}",
+    )
+
+
+@dataclasses.dataclass
+class KubeflowConfig:
+    """Where and how `selfsup compile-kubeflow` runs the pipeline (ignored by the local runner).
+
+    pipeline_root and image are required to compile; see docs/kubeflow.md. trainer_workers > 1
+    runs both Trainers as Vertex AI custom jobs (1 chief + trainer_workers - 1 workers; Vertex sets
+    TF_CONFIG, so `training.strategy: auto` resolves to multi_worker).
+    """
+
+    pipeline_root: Optional[str] = None
+    image: Optional[str] = None
+    serving_dir: Optional[str] = None
+    beam_args: List[str] = dataclasses.field(
+        default_factory=lambda: ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
+                                 "--direct_num_workers=0"]
+    )
+    trainer_strategy: Optional[TRAINER_STRATEGY] = None
+    trainer_workers: int = 1
+    trainer_machine_type: Optional[str] = None
+    trainer_accelerator_type: Optional[str] = None
+    trainer_accelerator_count: int = 0
+    trainer_cpu_limit: Optional[float] = None
+    trainer_memory_limit: Optional[float] = None
+    vertex_project: Optional[str] = None
+    vertex_region: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        prefix = "kubeflow."
+        require_object_storage(self.pipeline_root, prefix + "pipeline_root")
+        require_object_storage(self.serving_dir, prefix + "serving_dir")
+        if self.image is not None:
+            require(
+                bool(self.image) and not any(character.isspace() for character in self.image)
+                and "://" not in self.image,
+                prefix + "image",
+                f"must be a container image reference such as REGISTRY/selfsup:0.1.0, got {self.image!r}",
+            )
+        for index, argument in enumerate(self.beam_args):
+            require(argument.startswith("--"), f"{prefix}beam_args[{index}]", f"must start with '--', got {argument!r}")
+        require(
+            self.trainer_workers >= 1, prefix + "trainer_workers", f"must be at least 1, got {self.trainer_workers}"
+        )
+        require(
+            self.trainer_accelerator_count >= 0,
+            prefix + "trainer_accelerator_count",
+            f"must be zero or more, got {self.trainer_accelerator_count}",
+        )
+        require(
+            bool(self.trainer_accelerator_type) == (self.trainer_accelerator_count > 0),
+            prefix + "trainer_accelerator_count",
+            "trainer_accelerator_type and a positive trainer_accelerator_count go together",
+        )
+        for key in ("trainer_cpu_limit", "trainer_memory_limit"):
+            value = getattr(self, key)
+            require(value is None or value > 0, prefix + key, f"must be greater than 0, got {value}")
+        if self.trainer_workers > 1:
+            self._check_multi_worker()
+
+    def _check_multi_worker(self) -> None:
+        """trainer_workers > 1: the Trainers run as Vertex AI custom jobs, sized by machine type."""
+        prefix = "kubeflow."
+        for key in ("vertex_project", "vertex_region", "trainer_machine_type"):
+            require(bool(getattr(self, key)), prefix + key,
+                    "is required when kubeflow.trainer_workers > 1 (the Trainers run as Vertex AI custom jobs)")
+        require(
+            self.trainer_cpu_limit is None and self.trainer_memory_limit is None,
+            prefix + "trainer_cpu_limit",
+            "trainer_cpu_limit and trainer_memory_limit size the Trainer's own pod; with trainer_workers > 1 "
+            "set the Vertex AI machine with trainer_machine_type instead",
+        )
+        require(
+            self.trainer_strategy in (None, "auto", "multi_worker"),
+            prefix + "trainer_strategy",
+            f"must be auto or multi_worker when kubeflow.trainer_workers > 1, got {self.trainer_strategy!r}",
+        )
+
+
 @dataclasses.dataclass
 class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
+    kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -207,7 +304,8 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
         require(isinstance(values, dict), path, "the config file must be a YAML mapping of sections")
     for dotted_key, value in (overrides or {}).items():
         section, _, key = dotted_key.partition(".")
-        section_values = values.setdefault(section, {}) or {}
-        values[section] = section_values
-        section_values[key] = value
+        if values.get(section) is None:
+            values[section] = {}
+        require(isinstance(values[section], dict), section, f"must be a mapping, got {values[section]!r}")
+        values[section][key] = value
     return config_from_dict(values)

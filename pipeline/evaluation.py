@@ -3,7 +3,15 @@
 The candidate is blessed when its accuracy on the eval split is at least
 `evaluation.min_accuracy` and exceeds the supervised baseline's by more than
 `evaluation.margin` (strictly: a tie does not bless).
+
+Both models also get, for the report: the example count, top-k accuracy, the multi-class
+confusion matrix, a calibration plot of the top-1 confidence (from which the report reads the
+expected calibration error) and, when the number of classes is known when the pipeline is built,
+per-class precision and recall of the top-1 prediction.
 """
+
+import json
+from typing import Optional
 
 import tensorflow_model_analysis as tfma
 
@@ -12,6 +20,8 @@ from pipeline.config import EvaluationConfig
 CANDIDATE, BASELINE = "candidate", "baseline"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 LABEL_KEY, PREDICTION_KEY = "label", "probabilities"
+TOP_K = 3
+CALIBRATION_BUCKETS = 10
 # TFMA passes when (candidate - baseline) >= the absolute change threshold; adding a value far
 # below one example's share of any eval set makes "exceeds the margin" strict.
 _STRICTLY_MORE = 1e-9
@@ -25,8 +35,20 @@ def is_blessed(candidate_accuracy: float, baseline_accuracy: float, evaluation: 
     )
 
 
-def build_eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
-    """Candidate vs baseline on the eval split: accuracy floor and change threshold."""
+def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] = None) -> tfma.EvalConfig:
+    """Candidate vs baseline on the eval split: accuracy floor and change threshold, plus report metrics.
+
+    Args:
+      evaluation: the `evaluation:` config section (the blessing rule).
+      num_classes: the number of classes, when known while building the pipeline; adds per-class
+        precision and recall (TFMA binarizes by class id, so it needs the ids up front).
+
+    Returns:
+      The TFMA EvalConfig for the Evaluator.
+
+    Raises:
+      ValueError: the config has no threshold, or num_classes is below 2.
+    """
     model_specs = [
         tfma.ModelSpec(name=name, signature_name="serving_default", label_key=LABEL_KEY,
                        prediction_key=PREDICTION_KEY, is_baseline=(name == BASELINE))
@@ -42,13 +64,44 @@ def build_eval_config(evaluation: EvaluationConfig) -> tfma.EvalConfig:
             ),
         ),
     )
-    eval_config = tfma.EvalConfig(
-        model_specs=model_specs,
-        slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[accuracy])],
-    )
+    report_metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy",
+                          config=json.dumps({"k": TOP_K, "name": f"top_{TOP_K}_accuracy"})),
+        tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+    ]
+    # k=1 binarization keeps each example's largest probability, labelled 1 when it is the true class:
+    # the calibration plot of the top-1 confidence that expected calibration error is defined on.
+    calibration_plot = tfma.MetricConfig(class_name="CalibrationPlot",
+                                         config=json.dumps({"num_buckets": CALIBRATION_BUCKETS}))
+    top_1_confidence = tfma.BinarizationOptions(k_list={"values": [1]})
+    metrics_specs = [
+        tfma.MetricsSpec(metrics=[accuracy, *report_metrics]),
+        tfma.MetricsSpec(metrics=[calibration_plot], binarize=top_1_confidence),
+    ]
+    if num_classes is not None:
+        metrics_specs.append(_per_class_metrics(num_classes))
+    eval_config = tfma.EvalConfig(model_specs=model_specs, slicing_specs=[tfma.SlicingSpec()],
+                                  metrics_specs=metrics_specs)
     require_thresholds(eval_config)
     return eval_config
+
+
+def _per_class_metrics(num_classes: int) -> tfma.MetricsSpec:
+    """Precision and recall of the top-1 prediction (the predicted class), one per class id.
+
+    top_k=1 keeps each example's largest probability and sets the others to -inf. The explicit
+    threshold 0.0 matters: with TFMA 0.47's default for top_k (-inf), a class that is never the top
+    prediction gets precision = its share of the labels and recall = 1 instead of undefined and 0.
+    """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    top_1 = json.dumps({"top_k": 1, "thresholds": [0.0]})
+    return tfma.MetricsSpec(
+        metrics=[tfma.MetricConfig(class_name="Precision", config=top_1),
+                 tfma.MetricConfig(class_name="Recall", config=top_1)],
+        binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
+    )
 
 
 def require_thresholds(eval_config: tfma.EvalConfig) -> None:

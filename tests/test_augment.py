@@ -1,8 +1,5 @@
 """Tests of trainer.augment on real CIFAR-10 images."""
 
-import pathlib
-import tarfile
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -10,8 +7,6 @@ import tensorflow as tf
 from trainer import augment
 from trainer.hparams import AUGMENT_PRESETS
 
-DATASET_ARCHIVE = pathlib.Path("/work/shared/datasets/cifar10-ssl.tar.gz")
-LABELED_PREFIX = "cifar10-ssl/labeled/"
 IMAGE_COUNT = 8
 IMAGE_SIZE = 32
 SEED = 1234
@@ -38,24 +33,10 @@ SINGLE_OPERATIONS = {
 ALL_OPERATIONS = {"blur_probability": 0.5, "rotate90_probability": 0.5}
 
 
-def _extract_labeled_images(destination: pathlib.Path, count: int) -> list:
-    """Extracts the first `count` labeled JPEGs of the archive into `destination`; returns their paths."""
-    paths = []
-    with tarfile.open(DATASET_ARCHIVE, mode="r|gz") as archive:
-        for member in archive:
-            if member.isfile() and member.name.startswith(LABELED_PREFIX) and member.name.endswith(".jpg"):
-                path = destination / f"{len(paths)}.jpg"
-                path.write_bytes(archive.extractfile(member).read())
-                paths.append(path)
-                if len(paths) == count:
-                    break
-    return paths
-
-
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> tf.Tensor:
-    """(8, 32, 32, 3) float32 real CIFAR-10 images in [0, 1], extracted into a temporary folder."""
-    paths = _extract_labeled_images(tmp_path_factory.mktemp("cifar10"), IMAGE_COUNT)
+def images(cifar_sample) -> tf.Tensor:
+    """(8, 32, 32, 3) float32 real CIFAR-10 images in [0, 1] from the shared dataset sample."""
+    paths = sorted(cifar_sample.glob("labeled/*/*.jpg"))[:IMAGE_COUNT]
     decoded = [tf.io.decode_jpeg(tf.io.read_file(str(path)), channels=3) for path in paths]
     return tf.image.convert_image_dtype(tf.stack(decoded), tf.float32)
 

@@ -14,11 +14,16 @@ from trainer.optimizers import build_optimizer
 
 
 def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is_sequence: bool) -> keras.Model:
-    """encoder -> (temporal average) -> Dense(num_classes, softmax); float32 probabilities."""
+    """encoder -> (temporal average) -> feature normalisation -> Dense(num_classes, softmax), float32."""
     images = keras.Input((image_size, image_size, 3), name="images")
     features = encoder(images)
     if is_sequence:
         features = keras.layers.GlobalAveragePooling1D(name="temporal_average")(features)
+    # Self-supervised losses fix the scale of the projections, not of the encoder features, which
+    # can end up tiny; standardising each feature vector lets the head learn at an ordinary
+    # learning rate. LayerNormalization keeps no running statistics, so training and serving
+    # agree even after few steps. The baseline has the same layer, so the architectures match.
+    features = keras.layers.LayerNormalization(center=False, scale=False, name="feature_norm")(features)
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(features)
     return keras.Model(images, probabilities, name="classifier")
 
@@ -49,7 +54,7 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
     Candidate (from_scratch=False): `linear_epochs` with the encoder frozen at
     `linear_learning_rate`, then `finetune_epochs` of the whole network at `finetune_learning_rate`.
     Baseline (from_scratch=True): the same number of epochs (linear + finetune), whole network,
-    at `linear_learning_rate`, from random weights.
+    at `baseline_learning_rate`, from random weights.
     """
     images = keras.Input(classifier.input_shape[1:], name="images")
     training_model = keras.Model(images, classifier(augmenter(images)), name="classifier_with_augmentation")
@@ -57,7 +62,7 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
     if from_scratch:
         encoder.trainable = True
         history.update(_fit_phase(training_model, train_dataset, eval_dataset,
-                                  config.linear_epochs + config.finetune_epochs, config.linear_learning_rate,
+                                  config.linear_epochs + config.finetune_epochs, config.baseline_learning_rate,
                                   config, steps_per_epoch, callbacks, "supervised"))
         return history
     encoder.trainable = False

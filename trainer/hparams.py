@@ -104,9 +104,10 @@ class TrainingConfig:
 
     finetune_batch_size: int = 64
     linear_epochs: int = 10
-    linear_learning_rate: float = 1e-3
+    linear_learning_rate: float = 1e-2
     finetune_epochs: int = 10
     finetune_learning_rate: float = 1e-4
+    baseline_learning_rate: float = 1e-3
 
     knn_k: int = 20
     monitor_every_epochs: int = 1
@@ -136,7 +137,8 @@ class TrainingConfig:
             prefix + "finetune_epochs",
             "linear_epochs + finetune_epochs must be at least 1 so that a classifier is trained",
         )
-        for key in ("pretrain_learning_rate", "linear_learning_rate", "finetune_learning_rate", "temperature"):
+        for key in ("pretrain_learning_rate", "linear_learning_rate", "finetune_learning_rate",
+                    "baseline_learning_rate", "temperature"):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be greater than 0, got {value}")
         require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")

@@ -33,6 +33,8 @@ def image_problem(encoded: bytes, max_pixels: int) -> Optional[str]:
     try:
         with Image.open(io.BytesIO(encoded)) as header:
             width, height = header.size
+    except Image.DecompressionBombError as error:  # Pillow's own guard, far above max_pixels
+        return f"too large: {error}"
     except Image.UnidentifiedImageError:
         return "not a decodable image: unrecognised image format"
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for broken headers.

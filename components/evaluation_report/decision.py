@@ -1,0 +1,39 @@
+"""The one sentence that states a run's decision and why: used by the report and by summary.json."""
+
+from typing import Optional
+
+
+def decision_sentence(
+    *,
+    method: str,
+    candidate_accuracy: float,
+    baseline_accuracy: float,
+    min_accuracy: float,
+    margin: float,
+    blessed: bool,
+    pushed_to: Optional[str],
+) -> str:
+    """What was decided, with both accuracies, their difference and the rule.
+
+    Args:
+      method: the candidate's self-supervised method (simclr, simsiam, byol).
+      candidate_accuracy: the candidate's accuracy on the eval split.
+      baseline_accuracy: the supervised baseline's accuracy on the eval split.
+      min_accuracy: the accuracy the candidate needs at least.
+      margin: the difference over the baseline the candidate needs to exceed.
+      blessed: whether the Evaluator blessed the candidate.
+      pushed_to: where the Pusher copied the candidate, None when it was not pushed.
+
+    Returns:
+      "BLESSED ...: candidate (simclr) accuracy 0.8100 vs supervised baseline 0.7500 (...)." or
+      "NOT BLESSED, nothing pushed: ...".
+    """
+    comparison = (
+        f"candidate ({method}) accuracy {candidate_accuracy:.4f} vs supervised baseline {baseline_accuracy:.4f} "
+        f"(difference {candidate_accuracy - baseline_accuracy:+.4f}; required: more than {margin:+.4f} and at least "
+        f"{min_accuracy:.4f} overall)"
+    )
+    if blessed:
+        where = f" and pushed to {pushed_to}" if pushed_to else ""
+        return f"BLESSED{where}: {comparison}."
+    return f"NOT BLESSED, nothing pushed: {comparison}."

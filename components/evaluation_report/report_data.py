@@ -1,0 +1,191 @@
+"""Collects everything the report shows, as one JSON-ready dict (written as report_data.json).
+
+Inputs are folders, so this runs the same inside the component and on an existing run:
+the Evaluator's TFMA output and blessing, both Trainers' model folders (history.json) and
+ImageExampleGen's ingest report.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+import tensorflow as tf
+from tfx.components.evaluator import constants as evaluator_constants
+
+from components.evaluation_report.decision import decision_sentence
+from components.evaluation_report.tfma_output import (
+    CHANGE,
+    VALUE,
+    CalibrationBucket,
+    Evaluation,
+    ModelResults,
+    describe_threshold,
+    read_evaluation,
+)
+from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
+
+# Written by each Trainer (trainer/run.py) beside Format-Serving, in the Model artifact folder.
+HISTORY_FILE = "history.json"
+PER_CLASS_METRICS = ("precision", "recall")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportInputs:
+    """Where the report's inputs are.
+
+    Attributes:
+      evaluation_uri: the Evaluator's ModelEvaluation folder (TFMA output).
+      blessing_uri: the Evaluator's ModelBlessing folder (holds a BLESSED or NOT_BLESSED file).
+      candidate_model_uri: the candidate Trainer's Model folder (holds history.json).
+      baseline_model_uri: the baseline Trainer's Model folder (holds history.json).
+      ingest_report_uri: ImageExampleGen's IngestReport folder (holds ingest_report.json).
+      pushed_to: where the Pusher copied the candidate; None when nothing was pushed.
+    """
+
+    evaluation_uri: str
+    blessing_uri: str
+    candidate_model_uri: str
+    baseline_model_uri: str
+    ingest_report_uri: str
+    pushed_to: Optional[str] = None
+
+
+def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
+    """The decision, both models' metrics, the training histories and the data counts.
+
+    Raises:
+      ValueError: an input file is missing, or the evaluation is not one the report can explain
+        (not one candidate and one baseline, thresholds on more than one metric, class ids
+        outside the class list).
+    """
+    evaluation = read_evaluation(inputs.evaluation_uri)
+    ingest = _read_json(os.path.join(inputs.ingest_report_uri, INGEST_REPORT_FILE))
+    histories = {
+        "candidate": _read_json(os.path.join(inputs.candidate_model_uri, HISTORY_FILE)),
+        "baseline": _read_json(os.path.join(inputs.baseline_model_uri, HISTORY_FILE)),
+    }
+    class_names = ingest["class_names"]
+    blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
+    return {
+        "decision": _decision(evaluation, histories["candidate"]["method"], blessed, inputs.pushed_to),
+        "thresholds": [
+            {"metric": threshold.metric, "kind": threshold.kind, "required": describe_threshold(threshold.threshold),
+             "passed": threshold.passed}
+            for threshold in evaluation.thresholds
+        ],
+        "failures": evaluation.failures,
+        "class_names": class_names,
+        "models": {
+            "candidate": _model_data(evaluation.candidate, evaluation.models[evaluation.candidate], class_names),
+            "baseline": _model_data(evaluation.baseline, evaluation.models[evaluation.baseline], class_names),
+        },
+        "histories": {role: history["history"] for role, history in histories.items()},
+        "data": {key: ingest[key] for key in ("source", "location", "splits", "skipped")},
+        "sources": dataclasses.asdict(inputs),
+    }
+
+
+def _read_json(path: str) -> Any:
+    if not tf.io.gfile.exists(path):
+        raise ValueError(f"the report needs {path}, which does not exist")
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle)
+
+
+def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Optional[str]) -> Dict[str, Any]:
+    """The thresholded metric of both models, its thresholds and the decision sentence."""
+    metrics = sorted({threshold.metric for threshold in evaluation.thresholds})
+    if len(metrics) != 1:
+        raise ValueError(f"the report explains a decision on one thresholded metric; the evaluation has {metrics}")
+    metric = metrics[0]
+    candidate = evaluation.models[evaluation.candidate]
+    decision = {
+        "metric": metric,
+        "blessed": blessed,
+        "validation_ok": evaluation.validation_ok,
+        "pushed_to": pushed_to,
+        "method": method,
+        "candidate": candidate.metrics[metric],
+        "baseline": evaluation.models[evaluation.baseline].metrics[metric],
+        "difference": candidate.differences[metric],
+        "min_value": _bound(evaluation, VALUE, "lower_bound"),
+        "margin": _bound(evaluation, CHANGE, "absolute"),
+    }
+    decision["text"] = decision_sentence(
+        method=method, candidate_accuracy=decision["candidate"], baseline_accuracy=decision["baseline"],
+        min_accuracy=decision["min_value"], margin=decision["margin"], blessed=blessed, pushed_to=pushed_to,
+    )
+    return decision
+
+
+def _bound(evaluation: Evaluation, kind: str, field: str) -> float:
+    for threshold in evaluation.thresholds:
+        if threshold.kind == kind and threshold.threshold.HasField(field):
+            return getattr(threshold.threshold, field).value
+    raise ValueError(f"the evaluation has no {kind} threshold with a {field}: the decision cannot be explained")
+
+
+def _model_data(name: str, results: ModelResults, class_names: List[str]) -> Dict[str, Any]:
+    matrix = confusion_matrix(results, class_names)
+    return {
+        "name": name,
+        "metrics": results.metrics,
+        "expected_calibration_error": expected_calibration_error(results.calibration_buckets),
+        "confusion_matrix": matrix,
+        **per_class_metrics(results, matrix, class_names),
+    }
+
+
+def confusion_matrix(results: ModelResults, class_names: List[str]) -> List[List[float]]:
+    """rows = actual class, columns = predicted class, from TFMA's multi-class confusion matrix plot."""
+    size = len(class_names)
+    matrix = [[0.0] * size for _ in range(size)]
+    for (actual, predicted), count in results.confusion_counts.items():
+        if not (0 <= actual < size and 0 <= predicted < size):
+            raise ValueError(
+                f"TFMA's confusion matrix has class ids ({actual}, {predicted}) outside the {size} classes "
+                f"{class_names} of the ingest report"
+            )
+        matrix[actual][predicted] = count
+    return matrix
+
+
+def per_class_metrics(results: ModelResults, matrix: List[List[float]], class_names: List[str]) -> Dict[str, Any]:
+    """Precision, recall and support per class, and where precision and recall come from.
+
+    TFMA's per-class precision/recall metrics are used when the evaluation has them (the pipeline
+    knew the number of classes); otherwise they are read off TFMA's confusion matrix counts, which
+    is the same definition: precision = diagonal / column sum, recall = diagonal / row sum. A
+    value is None when undefined (no example predicted as, or labelled as, that class).
+    """
+    from_tfma = all(len(results.per_class.get(name, {})) == len(class_names) for name in PER_CLASS_METRICS)
+    rows = []
+    for class_id, class_name in enumerate(class_names):
+        support = sum(matrix[class_id])
+        if from_tfma:
+            precision, recall = (results.per_class[name][class_id] for name in PER_CLASS_METRICS)
+        else:
+            predicted = sum(row[class_id] for row in matrix)
+            precision = _ratio(matrix[class_id][class_id], predicted)
+            recall = _ratio(matrix[class_id][class_id], support)
+        rows.append({"class_name": class_name, "precision": precision, "recall": recall, "support": support})
+    source = "TFMA precision and recall metrics" if from_tfma else "TFMA confusion matrix counts"
+    return {"per_class": rows, "per_class_source": source}
+
+
+def _ratio(numerator: float, denominator: float) -> Optional[float]:
+    return numerator / denominator if denominator > 0 else None
+
+
+def expected_calibration_error(buckets: List[CalibrationBucket]) -> Optional[float]:
+    """ECE of the top-1 confidence: sum over buckets of |correct - confidence sums| / examples.
+
+    The buckets are TFMA's calibration plot with k=1 binarization: per confidence bucket, the
+    number of examples, how many of them were classified correctly and the sum of their top-1
+    probabilities. None when there is no calibration plot or no example.
+    """
+    examples = sum(bucket.examples for bucket in buckets)
+    if examples == 0:
+        return None
+    return sum(abs(bucket.labels - bucket.predictions) for bucket in buckets) / examples

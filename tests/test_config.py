@@ -1,0 +1,75 @@
+"""The config file: defaults, overrides, and errors that name the bad key before any work."""
+
+import pytest
+
+from pipeline.config import Config, ConfigError, load_config
+from trainer.hparams import TrainingConfig
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_without_a_file():
+    config = load_config()
+    assert config == Config()
+    assert config.training.method == "simclr"
+    assert config.evaluation.margin == 0.0
+
+
+def test_file_values_and_cli_overrides(tmp_path):
+    path = write(tmp_path, "training:\n  method: simsiam\n  batch_size: 64\ndata:\n  path: /from/file\n")
+    config = load_config(path, {"training.method": "byol", "data.path": "/from/cli"})
+    assert config.training.method == "byol"  # the flag wins over the file
+    assert config.training.batch_size == 64  # the file wins over the default
+    assert config.data.path == "/from/cli"
+
+
+def test_integer_accepted_where_a_float_is_expected(tmp_path):
+    config = load_config(write(tmp_path, "training:\n  temperature: 1\n"))
+    assert config.training.temperature == 1.0 and isinstance(config.training.temperature, float)
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("training:\n  bacth_size: 10\n", "training.bacth_size"),
+        ("trainign:\n  batch_size: 10\n", "trainign"),
+        ("training:\n  batch_size: ten\n", "training.batch_size"),
+        ("training:\n  batch_size: 12.5\n", "training.batch_size"),
+        ("training:\n  batch_size: -8\n", "training.batch_size"),
+        ("training:\n  batch_size: 0\n", "training.batch_size"),
+        ("training:\n  method: mocov3\n", "training.method"),
+        ("training:\n  projection_batch_norm: 'yes'\n", "training.projection_batch_norm"),
+        ("training:\n  pretrain_augment:\n    hue_jitter: 0.1\n", "training.pretrain_augment.hue_jitter"),
+        ("training:\n  pretrain_augment:\n    flip_probability: 1.5\n",
+         "training.pretrain_augment.flip_probability"),
+        ("training:\n  strategy: tpu\n", "training.tpu_address"),
+        ("evaluation:\n  min_accuracy: 1.5\n", "evaluation.min_accuracy"),
+        ("evaluation:\n  margin: 2\n", "evaluation.margin"),
+        ("data:\n  source: s3bucket\n", "data.source"),
+        ("data:\n  max_bad_fraction: -0.1\n", "data.max_bad_fraction"),
+        ("data:\n  source: tfds\n", "data.tfds_name"),
+        ("data:\n  source: tfds\n  tfds_name: mnist_unknown_splits\n", "data.tfds_splits"),
+        ("data:\n  class_names: [cat]\n", "data.class_names"),
+        ("pipeline:\n  beam_args: --runner=DirectRunner\n", "pipeline.beam_args"),
+        ("training: [1, 2]\n", "training"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "training: [unclosed\n"))
+
+
+def test_training_config_round_trips_through_custom_config():
+    config = TrainingConfig(method="simsiam", pretrain_augment={"hue": 0.2})
+    assert TrainingConfig(**config.to_dict()) == config

@@ -1,0 +1,227 @@
+"""Ingestion: image checks, folder layout errors, and the Beam ingest of each source."""
+
+import json
+import os
+
+import apache_beam as beam
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from image_samples import GOOD_IMAGES, encode, png_declaring
+
+from components.image_example_gen.folder_layout import is_eval_by_hash, plan_folder
+from components.image_example_gen.image_check import image_problem
+from components.image_example_gen.ingest import CLASS_NAMES_FILE, REPORT_FILE, ingest, make_example
+from trainer.data import decode_image
+
+MAX_PIXELS = 10_000_000
+
+
+@pytest.mark.parametrize("name", sorted(GOOD_IMAGES))
+def test_decodable_images_pass_and_decode_to_the_configured_size(name):
+    encoded = GOOD_IMAGES[name]()
+    assert image_problem(encoded, MAX_PIXELS) is None
+    decoded = decode_image(tf.constant(encoded), 24)
+    assert decoded.shape == (24, 24, 3)
+    assert 0.0 <= float(tf.reduce_min(decoded)) and float(tf.reduce_max(decoded)) <= 1.0
+
+
+@pytest.mark.parametrize(
+    "encoded, reason",
+    [
+        (b"", "empty file"),
+        (b"this is a text file named .jpg", "not a decodable image"),
+        (encode("RGB", image_format="JPEG")[:200], "not a decodable image"),
+        (png_declaring(5_000, 4_000), "too large: 5000x4000 pixels exceeds data.max_image_pixels"),
+        (png_declaring(100_000, 100_000), "too large"),
+    ],
+    ids=["zero bytes", "text", "truncated jpeg", "declared 5000x4000", "decompression bomb"],
+)
+def test_bad_images_are_rejected_with_a_reason(encoded, reason):
+    assert reason in image_problem(encoded, MAX_PIXELS)
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=6, test=True, unlabeled=8):
+    for split, count in (("labeled", per_class), ("test", 3 if test else 0)):
+        for name in classes:
+            folder = root / split / name
+            for index in range(count):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{index}.png").write_bytes(encode("RGB", size=(8 + index, 8)))
+    nested = root / "unlabeled" / "batch1" / "deeper"
+    nested.mkdir(parents=True, exist_ok=True)
+    for index in range(unlabeled):
+        (nested if index % 2 else root / "unlabeled").joinpath(f"u{index}.jpg").write_bytes(
+            encode("RGB", image_format="JPEG"))
+    return root
+
+
+def test_folder_plan_assigns_splits_and_labels(tmp_path):
+    plan = plan_folder(str(write_image_folder(tmp_path)), eval_fraction=0.2)
+    assert plan.class_names == ["cat", "dog"]
+    assert plan.counts() == {"unlabeled": 8, "train": 12, "eval": 6}
+    labels = {path: label for path, _, label in plan.records}
+    assert labels["labeled/dog/0.png"] == 1 and labels["test/cat/2.png"] == 0
+    assert labels["unlabeled/batch1/deeper/u1.jpg"] == -1
+
+
+def test_without_test_folder_labeled_images_are_hash_split(tmp_path):
+    plan = plan_folder(str(write_image_folder(tmp_path, per_class=40, test=False)), eval_fraction=0.25)
+    counts = plan.counts()
+    assert counts["train"] + counts["eval"] == 80 and 8 <= counts["eval"] <= 32
+    again = plan_folder(str(tmp_path), eval_fraction=0.25)
+    assert again.records == plan.records  # deterministic
+    assert all((split == "eval") == is_eval_by_hash(path, 0.25) for path, split, _ in plan.records if split != "unlabeled")
+
+
+@pytest.mark.parametrize(
+    "break_layout, message",
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: (root / "unlabeled").mkdir(parents=True), "no labeled/ folder"),
+        (lambda root: (root / "labeled").mkdir(parents=True), "is empty"),
+        (lambda root: write_image_folder(root, classes=("cat",)), "single class"),
+        (lambda root: (write_image_folder(root), (root / "test" / "horse").mkdir()), "not in labeled/: \\['horse'\\]"),
+        (lambda root: (write_image_folder(root), (root / "labeled" / "loose.png").write_bytes(b"x")),
+         "must sit in a class sub-folder"),
+        (lambda root: write_image_folder(root, unlabeled=0), "unlabeled has no image files"),
+        (lambda root: (write_image_folder(root), (root / "labeled" / "bird").mkdir()), "bird has no image files"),
+    ],
+    ids=["missing folder", "no labeled", "empty labeled", "one class", "unknown test class", "loose file",
+         "no unlabeled images", "empty class folder"],
+)
+def test_layout_problems_raise_before_any_work(tmp_path, break_layout, message):
+    root = tmp_path / "data"
+    break_layout(root)
+    with pytest.raises(ValueError, match=message):
+        plan_folder(str(root), eval_fraction=0.2)
+
+
+def direct_pipeline():
+    return beam.Pipeline(argv=["--runner=DirectRunner"])
+
+
+def data_section(**overrides):
+    data = dict(source="folder", path=None, class_names=None, tfds_name=None, tfds_data_dir=None,
+                tfds_splits=None, eval_fraction=0.2, max_bad_fraction=0.2, max_image_pixels=MAX_PIXELS)
+    data.update(overrides)
+    return data
+
+
+def read_split(examples_uri, split):
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*.gz"))
+    records = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return [tf.train.Example.FromString(record.numpy()) for record in records]
+
+
+def test_ingest_skips_counts_and_names_bad_images(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    (root / "unlabeled" / "broken.jpg").write_bytes(b"not an image")
+    (root / "unlabeled" / "empty.png").write_bytes(b"")
+    (root / "unlabeled" / "notes.txt").write_text("ignored, but reported")
+    report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
+                    direct_pipeline)
+
+    assert report["splits"]["unlabeled"] == {"read": 10, "written": 8, "skipped": 2}
+    assert report["splits"]["train"]["written"] == 12 and report["splits"]["eval"]["written"] == 6
+    assert [row["id"] for row in report["skipped"]] == ["unlabeled/broken.jpg", "unlabeled/empty.png"]
+    assert report["ignored_non_image_files"] == ["unlabeled/notes.txt"]
+    with open(tmp_path / "report" / REPORT_FILE) as handle:
+        assert json.load(handle) == report
+    with open(tmp_path / "examples" / CLASS_NAMES_FILE) as handle:
+        assert json.load(handle) == ["cat", "dog"]
+
+    train = read_split(str(tmp_path / "examples"), "train")
+    assert len(train) == 12
+    features = train[0].features.feature
+    assert set(features) == {"image", "label", "path"}
+    path = features["path"].bytes_list.value[0].decode()
+    assert features["label"].int64_list.value[0] == (0 if "/cat/" in path else 1)
+    assert features["image"].bytes_list.value[0] == (root / path).read_bytes()  # original bytes, unchanged
+
+
+def test_too_many_bad_images_fail_the_run_naming_them(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    for index in range(5):
+        (root / "unlabeled" / f"bad{index}.jpg").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"5 of 31 images could not be used.*unlabeled/bad0.jpg"):
+        ingest(data_section(path=str(root), max_bad_fraction=0.1), str(tmp_path / "examples"),
+               str(tmp_path / "report"), direct_pipeline)
+
+
+def write_tfrecords(root, split, labels):
+    folder = root / split
+    folder.mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(folder / "part-0.tfrecord.gz"), options="GZIP") as writer:
+        for index, label in enumerate(labels):
+            writer.write(make_example(encode("RGB", size=(9, 9), image_format="JPEG"), label, f"{split}-{index}"))
+
+
+def test_tfrecord_source(tmp_path):
+    root = tmp_path / "records"
+    write_tfrecords(root, "unlabeled", [-1] * 5)
+    write_tfrecords(root, "train", [0, 1, 2, 1])
+    write_tfrecords(root, "eval", [2, 0])
+    data = data_section(source="tfrecord", path=str(root), class_names=["a", "b", "c"])
+    report = ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline)
+    assert {split: counts["written"] for split, counts in report["splits"].items()} == {
+        "unlabeled": 5, "train": 4, "eval": 2}
+    assert sorted(e.features.feature["label"].int64_list.value[0] for e in read_split(str(tmp_path / "examples"),
+                                                                                       "train")) == [0, 1, 1, 2]
+
+
+def test_tfrecord_label_outside_the_class_list_is_an_error(tmp_path):
+    root = tmp_path / "records"
+    write_tfrecords(root, "unlabeled", [-1] * 3)
+    write_tfrecords(root, "train", [0, 7])
+    write_tfrecords(root, "eval", [1])
+    data = data_section(source="tfrecord", path=str(root), class_names=["a", "b"])
+    with pytest.raises(ValueError, match="label 7 is outside the class list"):
+        ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline)
+
+
+def test_tfrecord_missing_split_fails_before_beam(tmp_path):
+    root = tmp_path / "records"
+    write_tfrecords(root, "train", [0, 1])
+    with pytest.raises(ValueError, match="unlabeled split"):
+        ingest(data_section(source="tfrecord", path=str(root), class_names=["a", "b"]), str(tmp_path / "e"),
+               str(tmp_path / "r"), lambda: pytest.fail("Beam must not start"))
+
+
+def prepared_tfds_metadata(data_dir, name, split_names, examples_per_split):
+    """Writes the dataset_info of a 'prepared' dataset so TFDS's mock data serves its splits."""
+    builder = tfds.builder(name, data_dir=str(data_dir))
+    template = tfds.core.ShardedFileTemplate(data_dir=builder.data_dir, dataset_name=name, filetype_suffix="tfrecord")
+    builder.info.set_splits(tfds.core.SplitDict([
+        tfds.core.SplitInfo(name=split, shard_lengths=[examples_per_split], num_bytes=0,
+                            filename_template=template.replace(split=split))
+        for split in split_names
+    ]))
+    os.makedirs(builder.data_dir, exist_ok=True)
+    builder.info.write_to_directory(builder.data_dir)
+
+
+@pytest.mark.parametrize("name, tfds_splits", [
+    ("stl10", {"unlabeled": "unlabelled", "train": "train", "eval": "test"}),
+    ("cifar10", {"unlabeled": "train[:80%]", "train": "train[80%:]", "eval": "test"}),
+])
+def test_tfds_source_with_tfds_mock_data(tmp_path, name, tfds_splits):
+    """The real TFDS reading path on TFDS's mock data (downloads are impossible on these machines)."""
+    split_names = sorted({split.split("[")[0] for split in tfds_splits.values()})
+    prepared_tfds_metadata(tmp_path / "tfds", name, split_names, 10)
+    data = data_section(source="tfds", tfds_name=name, tfds_data_dir=str(tmp_path / "tfds"), tfds_splits=tfds_splits)
+    with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_FILES,
+                                data_dir=str(tmp_path / "tfds")):
+        report = ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline)
+    assert report["class_names"][:2] == tfds.builder(name, data_dir=str(tmp_path / "tfds")).info.features[
+        "label"].names[:2]
+    assert all(counts["written"] == 10 for counts in report["splits"].values())
+    unlabeled = read_split(str(tmp_path / "examples"), "unlabeled")
+    assert {e.features.feature["label"].int64_list.value[0] for e in unlabeled} == {-1}
+
+
+def test_tfds_dataset_that_is_not_prepared_fails_before_beam(tmp_path):
+    data = data_section(source="tfds", tfds_name="stl10", tfds_data_dir=str(tmp_path),
+                        tfds_splits={"unlabeled": "unlabelled", "train": "train", "eval": "test"})
+    with pytest.raises(ValueError, match="not prepared"):
+        ingest(data, str(tmp_path / "e"), str(tmp_path / "r"), lambda: pytest.fail("Beam must not start"))
