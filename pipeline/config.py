@@ -92,7 +92,9 @@ class EvaluationConfig:
     margin: float = 0.0
 
     def __post_init__(self) -> None:
-        require(0.0 <= self.min_accuracy <= 1.0, "evaluation.min_accuracy", f"must be in [0, 1], got {self.min_accuracy}")
+        require(
+            0.0 <= self.min_accuracy <= 1.0, "evaluation.min_accuracy", f"must be in [0, 1], got {self.min_accuracy}"
+        )
         require(-1.0 < self.margin < 1.0, "evaluation.margin", f"must be in (-1, 1), got {self.margin}")
 
 

@@ -7,10 +7,13 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
+from components.evaluation_report.decision import decision_sentence
+from components.evaluation_report.executor import REPORT_FILE
 from pipeline.config import Config
 from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE
 
 INGEST_REPORT_FILE = "ingest_report.json"
+REPORT_COMPONENT = "EvaluationReportGen"
 
 
 def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
@@ -28,7 +31,8 @@ def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
     return metrics
 
 
-def _single(results: Dict[str, Dict], component: str, key: str):
+def single_output(results: Dict[str, Dict], component: str, key: str):
+    """The MLMD artifact of a component's output in the run, or None."""
     artifacts = results.get(component, {}).get("outputs", {}).get(key, [])
     return artifacts[0] if artifacts else None
 
@@ -40,11 +44,18 @@ def _custom(artifact, name: str):
     return value.int_value if value.HasField("int_value") else value.string_value
 
 
+def pushed_destination(results: Dict[str, Dict]) -> Optional[str]:
+    """Where the run's Pusher copied the model, or None when it pushed nothing."""
+    pushed = single_output(results, "Pusher", "pushed_model")
+    return _custom(pushed, "pushed_destination") if _custom(pushed, "pushed") else None
+
+
 def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str]) -> Dict[str, Any]:
     """The summary of the latest run (see README: summary.json)."""
     summary: Dict[str, Any] = {
         "status": "failed" if failure else "succeeded",
         "error": failure,
+        "pipeline_name": config.pipeline.name,
         "method": config.training.method,
         "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin},
         "candidate": {"accuracy": None},
@@ -54,7 +65,7 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "data": None,
         "components": {component: result["state"] for component, result in results.items()},
     }
-    report = _single(results, "ImageExampleGen", "report")
+    report = single_output(results, "ImageExampleGen", "report")
     if report is not None and tf.io.gfile.exists(os.path.join(report.uri, INGEST_REPORT_FILE)):
         with tf.io.gfile.GFile(os.path.join(report.uri, INGEST_REPORT_FILE)) as handle:
             ingest = json.load(handle)
@@ -64,18 +75,19 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
             "skipped": ingest["skipped"],
             "ingest_report": os.path.join(report.uri, INGEST_REPORT_FILE),
         }
-    evaluation = _single(results, "Evaluator", "evaluation")
+    evaluation = single_output(results, "Evaluator", "evaluation")
     if evaluation is not None:
         metrics = overall_metrics(evaluation.uri)
         for name in (CANDIDATE, BASELINE):
             summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
         summary["evaluation"] = evaluation.uri
-    blessing = _single(results, "Evaluator", "blessing")
+    blessing = single_output(results, "Evaluator", "blessing")
     summary["blessed"] = bool(_custom(blessing, "blessed"))
-    pushed = _single(results, "Pusher", "pushed_model")
-    if _custom(pushed, "pushed"):
-        summary["pushed_model"] = _custom(pushed, "pushed_destination")
+    summary["pushed_model"] = pushed_destination(results)
     summary["decision"] = explain(summary)
+    report = single_output(results, REPORT_COMPONENT, "report")
+    report_path = os.path.join(report.uri, REPORT_FILE) if report is not None else None
+    summary["report"] = report_path if report_path and tf.io.gfile.exists(report_path) else None
     return summary
 
 
@@ -87,13 +99,20 @@ def explain(summary: Dict[str, Any]) -> str:
     rule = summary["rule"]
     if candidate is None or baseline is None:
         return "No evaluation result was found."
-    comparison = (f"candidate ({summary['method']}) accuracy {candidate:.4f} vs supervised baseline {baseline:.4f} "
-                  f"(difference {candidate - baseline:+.4f}; required: more than {rule['margin']:+.4f} and at least "
-                  f"{rule['min_accuracy']:.4f} overall)")
-    if summary["blessed"]:
-        where = f" and pushed to {summary['pushed_model']}" if summary["pushed_model"] else ""
-        return f"BLESSED{where}: {comparison}."
-    return f"NOT BLESSED, nothing pushed: {comparison}."
+    return decision_sentence(
+        method=summary["method"], candidate_accuracy=candidate, baseline_accuracy=baseline,
+        min_accuracy=rule["min_accuracy"], margin=rule["margin"], blessed=summary["blessed"],
+        pushed_to=summary["pushed_model"],
+    )
+
+
+def publish_report(summary: Dict[str, Any], output_dir: str) -> None:
+    """Copies the run's report.html to OUTPUT/report.html and links that copy from the summary."""
+    if not summary.get("report"):
+        return
+    published = os.path.join(output_dir, REPORT_FILE)
+    tf.io.gfile.copy(summary["report"], published, overwrite=True)
+    summary["report"] = published
 
 
 def write_summary(summary: Dict[str, Any], path: str) -> None:

@@ -71,7 +71,8 @@ def test_without_test_folder_labeled_images_are_hash_split(tmp_path):
     assert counts["train"] + counts["eval"] == 80 and 8 <= counts["eval"] <= 32
     again = plan_folder(str(tmp_path), eval_fraction=0.25)
     assert again.records == plan.records  # deterministic
-    assert all((split == "eval") == is_eval_by_hash(path, 0.25) for path, split, _ in plan.records if split != "unlabeled")
+    labeled = [(path, split) for path, split, _ in plan.records if split != "unlabeled"]
+    assert all((split == "eval") == is_eval_by_hash(path, 0.25) for path, split in labeled)
 
 
 @pytest.mark.parametrize(

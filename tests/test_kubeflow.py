@@ -45,6 +45,9 @@ CONFIG = {
     "kubeflow": {"pipeline_root": PIPELINE_ROOT, "image": IMAGE, "beam_args": BEAM_ARGS},
 }
 VERTEX_TRAINER_EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
+TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+PACKAGE_FILES = ("trainer/run.py", "components/image_example_gen/executor.py", "components/anomaly_gate/executor.py",
+                 "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "kubeflow/runner.py", "kubeflow/cli.py")
 
 
 def write_config(folder: pathlib.Path, values: dict) -> str:
@@ -93,7 +96,7 @@ def test_every_step_runs_the_configured_image_with_a_command(compiled):
     for component_id in COMPONENT_IDS:
         container = container_of(compiled["spec"], component_id)
         assert container["image"] == IMAGE, component_id
-        assert container["command"] == ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+        assert container["command"] == TFX_ENTRYPOINT, component_id
         assert container["args"][0] == "--executor_class_path", component_id
         assert container["args"][-len(BEAM_ARGS):] == BEAM_ARGS, component_id
 
@@ -131,6 +134,23 @@ def test_no_path_of_the_compiling_machine_leaks_into_the_spec(compiled, tmp_path
     for local_path in local_paths:
         if len(local_path) > 1:
             assert local_path not in compiled["text"], local_path
+
+
+def test_vertex_sdk_builds_a_job_from_the_spec_offline(compiled):
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    def vertex_job(parameter_values):
+        return aiplatform.PipelineJob(
+            display_name="selfsup", template_path=compiled["file"], parameter_values=parameter_values,
+            project="example-project", location="europe-west4", credentials=AnonymousCredentials(),
+        )
+
+    runtime_config = vertex_job({"data_path": "gs://other/images"})._gca_resource.runtime_config  # nothing is sent
+    assert runtime_config.gcs_output_directory == PIPELINE_ROOT
+    assert runtime_config.parameter_values["data_path"] == "gs://other/images"
+    with pytest.raises(ValueError, match="data_pat"):
+        vertex_job({"data_pat": ""})
 
 
 def test_json_output_is_a_pipeline_job_with_root_and_values(compiled, tmp_path):
@@ -264,9 +284,8 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
                     str(context), "-w", str(tmp_path / "wheels")], check=True)
     (wheel,) = (tmp_path / "wheels").glob("selfsup-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("trainer/run.py", "components/image_example_gen/executor.py", "components/anomaly_gate/executor.py",
-                     "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "kubeflow/runner.py", "kubeflow/cli.py"):
-        assert expected in names, expected
+    missing = [name for name in PACKAGE_FILES if name not in names]
+    assert not missing, f"the wheel (what the image installs) lacks {missing}"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "selfsup = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

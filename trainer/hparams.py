@@ -118,10 +118,10 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         prefix = "training."
-        require(self.method in METHODS, prefix + "method", f"must be one of {METHODS}, got {self.method!r}")
-        require(self.encoder in ENCODERS, prefix + "encoder", f"must be one of {ENCODERS}, got {self.encoder!r}")
-        require(self.optimizer in OPTIMIZERS, prefix + "optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        require(self.strategy in STRATEGIES, prefix + "strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
+        for key, choices in (("method", METHODS), ("encoder", ENCODERS), ("optimizer", OPTIMIZERS),
+                             ("strategy", STRATEGIES)):
+            value = getattr(self, key)
+            require(value in choices, prefix + key, f"must be one of {choices}, got {value!r}")
         for key in (
             "encoder_width", "image_size", "sequence_pool_size", "projection_dim",
             "projection_hidden_dim", "projection_layers", "predictor_hidden_dim",

@@ -16,21 +16,23 @@ from trainer.hparams import TrainingConfig
 
 
 def build_projection_head(
-    output_dim: int, hidden_dim: int, num_layers: int, batch_norm: bool, name: str, final_batch_norm: bool = False
+    output_dim: int, hidden_dim: int, num_layers: int, batch_norm: bool, name: str, final_batch_norm: bool = False,
+    synchronized: bool = False,
 ) -> keras.Sequential:
     """MLP head: (num_layers - 1) x [Dense, (BatchNorm), ReLU], then Dense(output_dim) (+ BatchNorm).
 
-    Input (N, D) features, output (N, output_dim).
+    Input (N, D) features, output (N, output_dim). With `synchronized`, BatchNorm statistics
+    are computed over the global batch across replicas (training.sync_batch_norm).
     """
     head = keras.Sequential(name=name)
     for index in range(num_layers - 1):
         head.add(keras.layers.Dense(hidden_dim, use_bias=not batch_norm, name=f"{name}_dense_{index}"))
         if batch_norm:
-            head.add(keras.layers.BatchNormalization(name=f"{name}_bn_{index}"))
+            head.add(keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn_{index}"))
         head.add(keras.layers.ReLU(name=f"{name}_relu_{index}"))
     head.add(keras.layers.Dense(output_dim, use_bias=not final_batch_norm, name=f"{name}_dense_out"))
     if final_batch_norm:
-        head.add(keras.layers.BatchNormalization(name=f"{name}_bn_out"))
+        head.add(keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn_out"))
     return head
 
 
@@ -101,7 +103,7 @@ class SimCLR(SelfSupervisedModel):
         super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
         self.projection_head = build_projection_head(
             config.projection_dim, config.projection_hidden_dim, config.projection_layers,
-            config.projection_batch_norm, name="projection_head",
+            config.projection_batch_norm, name="projection_head", synchronized=config.sync_batch_norm,
         )
         self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
 
@@ -124,10 +126,11 @@ class SimSiam(SelfSupervisedModel):
         super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
         self.projection_head = build_projection_head(
             config.projection_dim, config.projection_hidden_dim, config.projection_layers,
-            batch_norm=True, name="projection_head", final_batch_norm=True,
+            batch_norm=True, name="projection_head", final_batch_norm=True, synchronized=config.sync_batch_norm,
         )
         self.predictor = build_projection_head(
             config.projection_dim, config.predictor_hidden_dim, 2, batch_norm=True, name="predictor",
+            synchronized=config.sync_batch_norm,
         )
         self.output_std_tracker = keras.metrics.Mean(name="output_std")
 
@@ -140,7 +143,8 @@ class SimSiam(SelfSupervisedModel):
         projections_2 = self.projection_head(self.encode(views_2, training=True), training=True)
         predictions_1 = self.predictor(projections_1, training=True)
         predictions_2 = self.predictor(projections_2, training=True)
-        loss = 0.5 * (losses.simsiam_loss(predictions_1, projections_2) + losses.simsiam_loss(predictions_2, projections_1))
+        loss = 0.5 * (losses.simsiam_loss(predictions_1, projections_2)
+                      + losses.simsiam_loss(predictions_2, projections_1))
         return loss, {"output_std": output_std(projections_1)}
 
 
@@ -151,12 +155,15 @@ class BYOL(SelfSupervisedModel):
                  total_steps: int, **kwargs):
         super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
         head_args = (config.projection_dim, config.projection_hidden_dim, config.projection_layers, True)
-        self.projection_head = build_projection_head(*head_args, name="projection_head")
+        synchronized = config.sync_batch_norm
+        self.projection_head = build_projection_head(*head_args, name="projection_head", synchronized=synchronized)
         self.predictor = build_projection_head(
-            config.projection_dim, config.projection_hidden_dim, 2, batch_norm=True, name="predictor"
+            config.projection_dim, config.projection_hidden_dim, 2, batch_norm=True, name="predictor",
+            synchronized=synchronized,
         )
         self.target_encoder = target_encoder
-        self.target_projection_head = build_projection_head(*head_args, name="target_projection_head")
+        self.target_projection_head = build_projection_head(*head_args, name="target_projection_head",
+                                                            synchronized=synchronized)
         self.target_encoder.trainable = False
         self.target_projection_head.trainable = False
         self.total_steps = max(1, total_steps)

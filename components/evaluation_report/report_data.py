@@ -127,7 +127,8 @@ def _bound(evaluation: Evaluation, kind: str, field: str) -> float:
 
 
 def _model_data(name: str, results: ModelResults, class_names: List[str]) -> Dict[str, Any]:
-    matrix = confusion_matrix(results, class_names)
+    """A model's metrics; confusion matrix and per-class metrics are None when TFMA computed no matrix."""
+    matrix = confusion_matrix(results, class_names) if results.confusion_counts else None
     return {
         "name": name,
         "metrics": results.metrics,
@@ -159,6 +160,8 @@ def per_class_metrics(results: ModelResults, matrix: List[List[float]], class_na
     is the same definition: precision = diagonal / column sum, recall = diagonal / row sum. A
     value is None when undefined (no example predicted as, or labelled as, that class).
     """
+    if matrix is None:
+        return {"per_class": None, "per_class_source": None}
     from_tfma = all(len(results.per_class.get(name, {})) == len(class_names) for name in PER_CLASS_METRICS)
     rows = []
     for class_id, class_name in enumerate(class_names):

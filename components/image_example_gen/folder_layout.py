@@ -134,7 +134,8 @@ def plan_folder(root: str, eval_fraction: float) -> FolderPlan:
         unknown = sorted(set(test) - set(class_names))
         if unknown:
             raise ValueError(
-                f"{os.path.join(root, 'test')} has classes that are not in labeled/: {unknown} (labeled classes: {class_names})"
+                f"{os.path.join(root, 'test')} has classes that are not in labeled/: {unknown} "
+                f"(labeled classes: {class_names})"
             )
         for name, paths in test.items():
             add(paths, lambda path: EVAL, class_names.index(name))

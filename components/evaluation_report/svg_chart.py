@@ -1,0 +1,136 @@
+"""Line charts as standalone SVG documents (no plotting library, no fonts or scripts to fetch)."""
+
+import dataclasses
+import html
+import math
+from typing import List, Sequence
+
+_MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 64, 16, 36, 48
+_LEGEND_LINE = 18
+_TICKS = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One line: values at x = 1, 2, ..., drawn in `color` (a CSS color), dashed or solid."""
+
+    label: str
+    values: Sequence[float]
+    color: str
+    dashed: bool = False
+
+
+def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
+               width: int = 520, height: int = 300) -> str:
+    """An SVG document plotting every series against 1..len(values), with axes, ticks and a legend.
+
+    Args:
+      title: shown above the plot.
+      series: the lines; at least one with at least one value.
+      x_label: the x axis' label (e.g. "epoch").
+      y_label: the y axis' label.
+      width: the plot's width in pixels.
+      height: the plot's height in pixels, without the legend below it.
+
+    Returns:
+      The SVG markup, with width and height set so that an <img> shows it at that size.
+
+    Raises:
+      ValueError: no series has a value.
+    """
+    values = [value for line in series for value in line.values]
+    if not values:
+        raise ValueError(f"chart {title!r} has nothing to plot")
+    x_ticks = _integer_ticks(max(len(line.values) for line in series))
+    y_ticks = _nice_ticks(min(values), max(values))
+    total_height = height + _LEGEND_LINE * len(series)
+    frame = _Frame(x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1], width, height)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_height}" '
+        f'viewBox="0 0 {width} {total_height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{total_height}" fill="white"/>',
+        f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{_escape(title)}</text>',
+        *_axes(frame, x_ticks, y_ticks, x_label, y_label),
+        *(_line(frame, line) for line in series),
+        *(_legend_entry(index, line, height) for index, line in enumerate(series)),
+        "</svg>",
+    ]
+    return "\n".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Frame:
+    """Maps data coordinates to pixels inside the plot area."""
+
+    x_min: float
+    x_max: float
+    y_min: float
+    y_max: float
+    width: int
+    height: int
+
+    def x(self, value: float) -> float:
+        span = self.width - _MARGIN_LEFT - _MARGIN_RIGHT
+        return _MARGIN_LEFT + (value - self.x_min) / (self.x_max - self.x_min) * span
+
+    def y(self, value: float) -> float:
+        span = self.height - _MARGIN_TOP - _MARGIN_BOTTOM
+        return self.height - _MARGIN_BOTTOM - (value - self.y_min) / (self.y_max - self.y_min) * span
+
+
+def _nice_ticks(low: float, high: float) -> List[float]:
+    """About _TICKS round values (steps of 1, 2 or 5 x 10^n) covering [low, high]."""
+    if high - low < 1e-12:
+        low, high = low - max(abs(low) * 0.1, 0.05), high + max(abs(high) * 0.1, 0.05)
+    raw_step = (high - low) / _TICKS
+    magnitude = 10 ** math.floor(math.log10(raw_step))
+    step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)
+    first = math.floor(low / step)
+    last = math.ceil(high / step)
+    return [round(index * step, 12) for index in range(first, last + 1)]
+
+
+def _integer_ticks(count: int) -> List[int]:
+    """Epoch ticks 1..count (at least 1..2 so that a single point has an axis), at most about 10."""
+    last = max(count, 2)
+    step = max(1, math.ceil(last / 10))
+    ticks = list(range(1, last + 1, step))
+    return ticks if ticks[-1] == last else ticks + [last]
+
+
+def _axes(frame: _Frame, x_ticks, y_ticks, x_label: str, y_label: str) -> List[str]:
+    left, right = frame.x(frame.x_min), frame.x(frame.x_max)
+    top, bottom = frame.y(frame.y_max), frame.y(frame.y_min)
+    parts = [f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#999"/>']
+    for tick in y_ticks:
+        y = frame.y(tick)
+        parts.append(f'<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{tick:g}</text>')
+    for tick in x_ticks:
+        x = frame.x(tick)
+        parts.append(f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + 4}" stroke="#999"/>')
+        parts.append(f'<text x="{x}" y="{bottom + 17}" text-anchor="middle">{tick}</text>')
+    parts.append(f'<text x="{(left + right) / 2}" y="{bottom + 36}" text-anchor="middle">{_escape(x_label)}</text>')
+    middle = (top + bottom) / 2
+    parts.append(f'<text x="14" y="{middle}" text-anchor="middle" transform="rotate(-90 14 {middle})">'
+                 f'{_escape(y_label)}</text>')
+    return parts
+
+
+def _line(frame: _Frame, line: Series) -> str:
+    points = [(frame.x(index + 1), frame.y(value)) for index, value in enumerate(line.values)]
+    dash = ' stroke-dasharray="6 4"' if line.dashed else ""
+    path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    markers = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{line.color}"/>' for x, y in points)
+    return f'<polyline points="{path}" fill="none" stroke="{line.color}" stroke-width="2"{dash}/>{markers}'
+
+
+def _legend_entry(index: int, line: Series, height: int) -> str:
+    y = height + index * _LEGEND_LINE + 4
+    dash = ' stroke-dasharray="6 4"' if line.dashed else ""
+    return (f'<line x1="{_MARGIN_LEFT}" y1="{y}" x2="{_MARGIN_LEFT + 28}" y2="{y}" stroke="{line.color}" '
+            f'stroke-width="2"{dash}/><text x="{_MARGIN_LEFT + 36}" y="{y + 4}">{_escape(line.label)}</text>')
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=True)
