@@ -2,6 +2,7 @@
 
     selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol]
     selfsup demo [--output DIR] [--method ...]
+    selfsup compile-kubeflow --config FILE --output FILE.yaml [--image IMAGE]
 """
 
 import argparse
@@ -10,6 +11,8 @@ import os
 import sys
 import warnings
 from typing import List, Optional
+
+from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 
@@ -27,7 +30,9 @@ class _ProgressFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            return not str(record.msg).startswith(("ArtifactQuery.property_predicate", "From "))
+            message = str(record.msg)
+            return not (message.startswith(("ArtifactQuery.property_predicate", "From "))
+                        or "triggered tf.function retracing" in message)
         message = str(record.msg)
         return message.startswith(("Component ", "Ingesting ", "Skipped "))
 
@@ -54,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the pipeline on the built-in digits dataset")
     demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
+
+    add_compile_kubeflow_parser(commands)
     return parser
 
 
@@ -73,6 +80,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     _quiet_libraries()
     args = _build_parser().parse_args(argv)
     _configure_logging()
+    if args.command == "compile-kubeflow":
+        return run_compile_kubeflow(args)
 
     from pipeline.config import ConfigError, load_config
 

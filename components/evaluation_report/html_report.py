@@ -14,11 +14,15 @@ ROLES = ("candidate", "baseline")
 ROLE_COLORS = {"candidate": "#1f77b4", "baseline": "#d95f02"}
 # Fine-tuning phases in each Trainer's history (trainer/finetune.py), in the order they ran.
 FINETUNE_PHASES = {"candidate": ("linear", "finetune"), "baseline": ("supervised",)}
+# history key -> (name, what it shows) of the method's collapse signal (trainer/methods.py).
 COLLAPSE_SIGNALS = {
-    "pretrain/output_std": "output std (SimSiam/BYOL: near 0 means collapse)",
-    "pretrain/contrastive_accuracy": "contrastive accuracy (SimCLR: positive pair ranked first)",
+    "pretrain/output_std": ("output std", "SimSiam/BYOL: the spread of the normalized outputs; near 0 means "
+                            "the representation collapsed to a constant"),
+    "pretrain/contrastive_accuracy": ("contrastive accuracy", "SimCLR: how often an image's other view is its "
+                                      "most similar one in the batch; stuck near chance means no learning"),
 }
 METRIC_LABELS = {"sparse_categorical_accuracy": "accuracy", "example_count": "examples"}
+COUNT_METRICS = {"example_count"}
 SKIPPED_SHOWN = 100
 
 _STYLE = """
@@ -42,6 +46,7 @@ th:first-child, td.name { text-align: left; }
 .note { color: #666; font-size: 13px; }
 .side-by-side { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .matrix td { min-width: 36px; text-align: center; }
+.matrix td.dark { color: white; }
 img { max-width: 100%; }
 """
 
@@ -74,6 +79,10 @@ def _escape(value: Any) -> str:
 
 def _number(value: Optional[float], digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _metric_value(name: str, value: Optional[float]) -> str:
+    return f"{value:g}" if name in COUNT_METRICS and value is not None else _number(value)
 
 
 def _metric_label(name: str) -> str:
@@ -127,7 +136,7 @@ def _overall_metrics_section(data: Dict[str, Any]) -> str:
     names = sorted(set(models["candidate"]["metrics"]) | set(models["baseline"]["metrics"]))
     rows = [
         f'<td class="name">{_escape(_metric_label(name))}</td>'
-        + "".join(f"<td>{_number(models[role]['metrics'].get(name))}</td>" for role in ROLES)
+        + "".join(f"<td>{_metric_value(name, models[role]['metrics'].get(name))}</td>" for role in ROLES)
         for name in names
     ]
     rows.append(
@@ -187,9 +196,11 @@ def _confusion_table(matrix: List[List[float]], class_names: List[str]) -> str:
     rows = []
     for class_name, counts in zip(class_names, matrix):
         total = sum(counts)
+        shares = [count / total if total else 0.0 for count in counts]
         cells = "".join(
-            f'<td style="background: rgba(31, 119, 180, {count / total if total else 0:.2f})">{count:g}</td>'
-            for count in counts
+            f'<td class="{"dark" if share > 0.6 else "light"}" style="background: rgba(31, 119, 180, {share:.2f})">'
+            f"{count:g}</td>"
+            for count, share in zip(counts, shares)
         )
         rows.append(f'<td class="name">{_escape(class_name)}</td>{cells}')
     return _table(["actual \\ predicted", *class_names], rows, "matrix")
@@ -211,10 +222,13 @@ def _pretraining_section(history: Dict[str, List[float]]) -> str:
         charts.append(_chart_image(
             "kNN accuracy of the encoder", [Series("candidate", history["pretrain/knn_accuracy"], color)],
             "kNN check (every training.monitor_every_epochs epochs)", "eval accuracy"))
-    for key, label in COLLAPSE_SIGNALS.items():
+    notes = []
+    for key, (name, meaning) in COLLAPSE_SIGNALS.items():
         if key in history:
-            charts.append(_chart_image("Collapse signal", [Series("candidate", history[key], color)], "epoch", label))
-    body = (f'<div class="side-by-side">{"".join(charts)}</div>' if charts
+            charts.append(_chart_image(f"Collapse signal: {name}", [Series("candidate", history[key], color)],
+                                       "epoch", name))
+            notes.append(f'<p class="note">Collapse signal, {_escape(meaning)}.</p>')
+    body = (f'<div class="side-by-side">{"".join(charts)}</div>{"".join(notes)}' if charts
             else "<p>The candidate's history has no pretraining curves.</p>")
     return f'<section id="pretraining">\n<h2>Self-supervised pretraining (candidate)</h2>\n{body}\n</section>'
 

@@ -11,8 +11,6 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.proto import config_pb2, metrics_for_slice_pb2
 from tensorflow_model_analysis.writers import eval_config_writer
 
-CONFUSION_MATRIX_PLOT = "multi_class_confusion_matrix_plot"
-CALIBRATION_PLOT = "calibration_plot"
 VALUE, CHANGE = "value", "change"
 
 
@@ -180,16 +178,17 @@ def _read_metrics(evaluation_uri: str, models: Dict[str, ModelResults]) -> None:
 
 
 def _read_plots(evaluation_uri: str, models: Dict[str, ModelResults]) -> None:
+    """Plots are told apart by their kind of value: TFMA drops the calibration plot's name from its key."""
     for entry in _overall(tfma.load_plots(evaluation_uri)).plot_keys_and_values:
         results = models.get(entry.key.model_name)
         if results is None:
             continue
-        if entry.key.name == CONFUSION_MATRIX_PLOT:
+        if entry.value.HasField("multi_class_confusion_matrix_at_thresholds"):
             matrix = _threshold_zero_matrix(entry.value.multi_class_confusion_matrix_at_thresholds)
             results.confusion_counts = {
                 (cell.actual_class_id, cell.predicted_class_id): cell.num_weighted_examples for cell in matrix.entries
             }
-        elif entry.key.name == CALIBRATION_PLOT:
+        if entry.value.HasField("calibration_histogram_buckets"):
             results.calibration_buckets = [
                 CalibrationBucket(examples=bucket.num_weighted_examples.value,
                                   labels=bucket.total_weighted_label.value,
@@ -203,4 +202,4 @@ def _threshold_zero_matrix(matrices):
     for matrix in matrices.matrices:
         if matrix.threshold == 0.0:
             return matrix
-    raise ValueError(f"TFMA's {CONFUSION_MATRIX_PLOT} has no matrix at threshold 0")
+    raise ValueError("TFMA's multi-class confusion matrix plot has no matrix at threshold 0")

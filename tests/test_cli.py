@@ -1,0 +1,58 @@
+"""The CLI contract: bad input fails fast with a message naming the problem, before any work."""
+
+import dataclasses
+import re
+
+import pytest
+
+from pipeline import cli
+from pipeline.config import Config
+from pipeline.demo_data import write_digits_dataset
+
+
+def test_bad_config_key_exits_2_naming_the_key(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text("training:\n  batch_size: -3\n")
+    output = tmp_path / "out"
+    assert cli.main(["run", "--data", str(tmp_path), "--output", str(output), "--config", str(config)]) == 2
+    assert "config key 'training.batch_size'" in capsys.readouterr().err
+    assert not output.exists()  # nothing was started
+
+
+def test_missing_data_folder_exits_2_before_the_pipeline_starts(tmp_path, capsys):
+    output = tmp_path / "out"
+    assert cli.main(["run", "--data", str(tmp_path / "nope"), "--output", str(output)]) == 2
+    assert "data folder does not exist" in capsys.readouterr().err
+    assert not output.exists()
+
+
+def test_output_inside_the_data_folder_is_refused(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_digits_dataset(str(data), labeled_per_class=2, test_per_class=1)
+    assert cli.main(["run", "--data", str(data), "--output", str(data / "out")]) == 2
+    assert "must not be inside the data folder" in capsys.readouterr().err
+
+
+def test_demo_dataset_is_real_digits_in_the_folder_layout(tmp_path):
+    counts = write_digits_dataset(str(tmp_path), labeled_per_class=10, test_per_class=30)
+    assert counts == {"labeled": 100, "test": 300, "unlabeled": 1397}
+    assert sorted(path.name for path in (tmp_path / "labeled").iterdir()) == [str(digit) for digit in range(10)]
+    assert len(list((tmp_path / "unlabeled").glob("*.png"))) == 1397
+
+
+def test_readme_documents_every_config_key():
+    with open(cli.os.path.join(cli.os.path.dirname(cli.__file__), "..", "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    documented = set(re.findall(r"^\| `([a-z_]+\.[a-z_0-9]+)` \|", readme, flags=re.MULTILINE))
+    config = Config()
+    expected = {f"{section.name}.{field.name}" for section in dataclasses.fields(config)
+                for field in dataclasses.fields(getattr(config, section.name))}
+    assert documented == expected, {"undocumented": expected - documented, "stale": documented - expected}
+
+
+@pytest.mark.parametrize("argv", [["demo", "--help"], ["run", "--help"]])
+def test_help_lists_the_options(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    assert "--output" in capsys.readouterr().out

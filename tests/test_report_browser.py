@@ -1,0 +1,138 @@
+"""The report in a real browser: headless Chromium opens report.html from disk, as a user would.
+
+Chromium is Debian's `chromium` (installed here with apt-get when missing and possible; CI installs
+it). The test takes a screenshot, and reads the DOM after load: the decision and both accuracies
+must be those of summary.json, and every image must have loaded (naturalWidth > 0).
+"""
+
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from typing import Dict, List
+
+import pytest
+from PIL import Image
+from test_report import tiny_run, write_run_summary  # noqa: F401 (tiny_run is a fixture)
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WINDOW_SIZE = (1280, 2000)
+BLESSED_GREEN = (0x1A, 0x98, 0x50)  # the blessed section's border colour in html_report._STYLE
+# Appended to a copy of the report: records after load whether each image decoded.
+IMAGE_PROBE = """<script>
+window.addEventListener("load", () => {
+  for (const image of document.images) {
+    image.dataset.naturalWidth = image.complete ? image.naturalWidth : 0;
+  }
+  document.body.dataset.imagesChecked = document.images.length;
+});
+</script>"""
+
+
+def _installed_chromium():
+    return shutil.which("chromium") or (os.path.exists("/usr/bin/chromium") and "/usr/bin/chromium") or None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium; installed once with apt-get when missing, else the test skips saying why."""
+    binary = _installed_chromium()
+    if binary:
+        return binary
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("chromium is not installed and cannot be installed here (needs root and apt-get); "
+                    "install Debian's chromium to run the browser test")
+    environment = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=1200)
+        if completed.returncode != 0:
+            pytest.skip(f"chromium is not installed and `{' '.join(command)}` failed: {completed.stderr[-500:]}")
+    binary = _installed_chromium()
+    if not binary:
+        pytest.skip("apt-get installed chromium but no chromium binary is on PATH")
+    return binary
+
+
+def _run_chromium(binary: str, profile: str, *arguments: str) -> str:
+    command = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *arguments]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    if completed.returncode != 0:
+        raise AssertionError(f"chromium failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    return completed.stdout
+
+
+class _DomReader(HTMLParser):
+    """Collects the text and attributes of elements with an id, and every <img>'s attributes."""
+
+    VOID_ELEMENTS = {"img", "meta", "br", "hr", "input", "link"}
+
+    def __init__(self):
+        super().__init__()
+        self.by_id: Dict[str, dict] = {}
+        self.images: List[dict] = []
+        self.body: dict = {}
+        self._open: List[tuple] = []  # (tag, id or None) of the elements around the parser's position
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "img":
+            self.images.append(attributes)
+        if tag == "body":
+            self.body = attributes
+        if "id" in attributes:
+            self.by_id[attributes["id"]] = {"attributes": attributes, "text": ""}
+        if tag not in self.VOID_ELEMENTS:
+            self._open.append((tag, attributes.get("id")))
+
+    def handle_endtag(self, tag):
+        while self._open and self._open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data):
+        for _, element_id in self._open:
+            if element_id:
+                self.by_id[element_id]["text"] += data
+
+
+@pytest.fixture(scope="module")
+def published_run(tiny_run, tmp_path_factory):  # noqa: F811 (the imported fixture)
+    output_dir = tmp_path_factory.mktemp("run-output")
+    return write_run_summary(tiny_run, str(output_dir))
+
+
+def test_report_shows_the_summarys_decision_and_accuracies_and_every_image_loads(chromium, published_run,
+                                                                                 tmp_path):
+    report_path = published_run["report"]
+    with open(report_path, encoding="utf-8") as handle:
+        page = handle.read()
+    probe_path = tmp_path / "report_with_image_probe.html"
+    probe_path.write_text(page.replace("</body>", IMAGE_PROBE + "\n</body>"), encoding="utf-8")
+
+    dom = _DomReader()
+    dom.feed(_run_chromium(chromium, str(tmp_path / "profile-dom"), "--virtual-time-budget=10000", "--dump-dom",
+                           probe_path.as_uri()))
+
+    assert dom.by_id["decision"]["text"] == published_run["decision"]
+    assert dom.by_id["verdict"]["text"] == "BLESSED"
+    for role in ("candidate", "baseline"):
+        accuracy = published_run[role]["accuracy"]
+        cell = dom.by_id[f"{role}-accuracy"]
+        assert cell["text"] == f"{accuracy:.4f}"
+        assert float(cell["attributes"]["data-value"]) == accuracy
+    assert dom.body.get("data-images-checked") == str(len(dom.images)) and len(dom.images) == 5
+    assert [image["alt"] for image in dom.images if int(image.get("data-natural-width", 0)) <= 0] == []
+
+
+def test_report_screenshot_shows_the_page(chromium, published_run, tmp_path):
+    screenshot = tmp_path / "report.png"
+    _run_chromium(chromium, str(tmp_path / "profile-screenshot"), f"--screenshot={screenshot}",
+                  f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}", "file://" + published_run["report"])
+    with Image.open(screenshot) as image:
+        assert image.size == WINDOW_SIZE
+        top = image.convert("RGB").crop((0, 0, WINDOW_SIZE[0], 400))
+        colours = top.getcolors(maxcolors=1_000_000)
+    assert any(colour == BLESSED_GREEN for _, colour in colours), "the blessed verdict is not drawn at the top"
+    assert len(colours) > 50, "the page looks blank"
