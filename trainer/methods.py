@@ -5,7 +5,7 @@ inside the step, and minimises its SSL loss. Under a tf.distribute strategy each
 loss is divided by the number of replicas, because Keras sums gradients across replicas.
 """
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -46,26 +46,43 @@ def output_std(outputs: tf.Tensor) -> tf.Tensor:
 
 
 class SelfSupervisedModel(keras.Model):
-    """Shared machinery: two views, the encoder (with sequence flattening), loss scaling, trackers."""
+    """Shared machinery: two views, the encoder (with sequence flattening), loss scaling, trackers.
+
+    Batches are images (B, H, W, 3), or (images, labels (B,)) with label -1 for unlabeled images.
+    When `num_classes` is given and labels come with the batch, an online linear probe is trained
+    on the stop-gradient features of the labeled images (as solo-learn does): its accuracy
+    (`probe_accuracy`) follows the representation's quality during pretraining and its
+    gradients never reach the encoder.
+    """
 
     def __init__(self, encoder: keras.Model, augmenter: keras.layers.Layer, config: TrainingConfig,
-                 is_sequence: bool, **kwargs):
+                 is_sequence: bool, num_classes: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.augmenter = augmenter
         self.config = config
         self.is_sequence = is_sequence
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.probe = keras.layers.Dense(num_classes, name="online_probe") if num_classes else None
+        self.probe_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="probe_accuracy")
 
-    def encode(self, images: tf.Tensor, training: bool) -> tf.Tensor:
-        """(B, H, W, 3) -> (N, D): N = B, or B * ceil(T / pool) frames for sequence encoders."""
-        features = self.encoder(images, training=training)
+    def frames(self, features: tf.Tensor) -> tf.Tensor:
+        """Encoder features -> (N, D) SSL inputs: N = B, or B * ceil(T / pool) frames for sequences."""
         if self.is_sequence:
-            features = flatten_sequence_features(features, self.config.sequence_pool_size)
+            return flatten_sequence_features(features, self.config.sequence_pool_size)
         return features
 
-    def ssl_loss(self, views_1: tf.Tensor, views_2: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
-        """Returns (loss for this replica, extra metric values)."""
+    def pooled(self, features: tf.Tensor) -> tf.Tensor:
+        """Encoder features -> (B, D) one vector per image (sequences averaged over time)."""
+        return tf.reduce_mean(features, axis=1) if self.is_sequence else features
+
+    def encode(self, images: tf.Tensor, training: bool) -> tf.Tensor:
+        """(B, H, W, 3) -> (N, D) SSL inputs."""
+        return self.frames(self.encoder(images, training=training))
+
+    def ssl_loss(self, frames_1: tf.Tensor, frames_2: tf.Tensor, views_1: tf.Tensor,
+                 views_2: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+        """(N, D) online frames of both views (and the views) -> (loss for this replica, metric values)."""
         raise NotImplementedError
 
     def after_gradient_step(self) -> None:
@@ -77,15 +94,31 @@ class SelfSupervisedModel(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, *self.extra_trackers.values()]
+        probe = [self.probe_accuracy_tracker] if self.probe is not None else []
+        return [self.loss_tracker, *self.extra_trackers.values(), *probe]
 
-    def train_step(self, images):
+    def _probe_loss(self, features: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        """Masked cross-entropy of the probe on stop-gradient pooled features (labels -1 ignored)."""
+        logits = tf.cast(self.probe(tf.stop_gradient(self.pooled(features))), tf.float32)
+        labeled = tf.cast(labels >= 0, tf.float32)
+        safe_labels = tf.maximum(labels, 0)
+        per_image = keras.losses.sparse_categorical_crossentropy(safe_labels, logits, from_logits=True)
+        self.probe_accuracy_tracker.update_state(safe_labels, logits, sample_weight=labeled)
+        return tf.reduce_sum(per_image * labeled) / tf.maximum(tf.reduce_sum(labeled), 1.0)
+
+    def train_step(self, data):
+        images, labels = data if isinstance(data, tuple) else (data, None)
         views_1 = self.augmenter(images, training=True)
         views_2 = self.augmenter(images, training=True)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
-            loss, extra = self.ssl_loss(views_1, views_2)
-            scaled_loss = loss / replicas
+            features_1 = self.encoder(views_1, training=True)
+            features_2 = self.encoder(views_2, training=True)
+            loss, extra = self.ssl_loss(self.frames(features_1), self.frames(features_2), views_1, views_2)
+            total_loss = loss
+            if self.probe is not None and labels is not None:
+                total_loss = loss + self._probe_loss(features_1, labels)
+            scaled_loss = total_loss / replicas
         variables = self.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -99,8 +132,8 @@ class SelfSupervisedModel(keras.Model):
 class SimCLR(SelfSupervisedModel):
     """SimCLR: projection head and NT-Xent with negatives from every replica."""
 
-    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
+    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, num_classes=None, **kwargs):
+        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
         self.projection_head = build_projection_head(
             config.projection_dim, config.projection_hidden_dim, config.projection_layers,
             config.projection_batch_norm, name="projection_head", synchronized=config.sync_batch_norm,
@@ -111,9 +144,9 @@ class SimCLR(SelfSupervisedModel):
     def extra_trackers(self):
         return {"contrastive_accuracy": self.contrastive_accuracy_tracker}
 
-    def ssl_loss(self, views_1, views_2):
-        projections_1 = self.projection_head(self.encode(views_1, training=True), training=True)
-        projections_2 = self.projection_head(self.encode(views_2, training=True), training=True)
+    def ssl_loss(self, frames_1, frames_2, views_1, views_2):
+        projections_1 = self.projection_head(frames_1, training=True)
+        projections_2 = self.projection_head(frames_2, training=True)
         loss = losses.nt_xent_loss(projections_1, projections_2, self.config.temperature)
         accuracy = losses.contrastive_accuracy(projections_1, projections_2, self.config.temperature)
         return loss, {"contrastive_accuracy": accuracy}
@@ -122,8 +155,8 @@ class SimCLR(SelfSupervisedModel):
 class SimSiam(SelfSupervisedModel):
     """SimSiam: projector (BatchNorm on every layer), bottleneck predictor, stop-gradient."""
 
-    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
+    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, num_classes=None, **kwargs):
+        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
         self.projection_head = build_projection_head(
             config.projection_dim, config.projection_hidden_dim, config.projection_layers,
             batch_norm=True, name="projection_head", final_batch_norm=True, synchronized=config.sync_batch_norm,
@@ -138,9 +171,9 @@ class SimSiam(SelfSupervisedModel):
     def extra_trackers(self):
         return {"output_std": self.output_std_tracker}
 
-    def ssl_loss(self, views_1, views_2):
-        projections_1 = self.projection_head(self.encode(views_1, training=True), training=True)
-        projections_2 = self.projection_head(self.encode(views_2, training=True), training=True)
+    def ssl_loss(self, frames_1, frames_2, views_1, views_2):
+        projections_1 = self.projection_head(frames_1, training=True)
+        projections_2 = self.projection_head(frames_2, training=True)
         predictions_1 = self.predictor(projections_1, training=True)
         predictions_2 = self.predictor(projections_2, training=True)
         loss = 0.5 * (losses.simsiam_loss(predictions_1, projections_2)
@@ -152,8 +185,8 @@ class BYOL(SelfSupervisedModel):
     """BYOL: online network with predictor, target network updated by a cosine-scheduled EMA."""
 
     def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, target_encoder: keras.Model,
-                 total_steps: int, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, **kwargs)
+                 total_steps: int, num_classes=None, **kwargs):
+        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
         head_args = (config.projection_dim, config.projection_hidden_dim, config.projection_layers, True)
         synchronized = config.sync_batch_norm
         self.projection_head = build_projection_head(*head_args, name="projection_head", synchronized=synchronized)
@@ -178,10 +211,7 @@ class BYOL(SelfSupervisedModel):
         images = tf.zeros([2, *image_shape])
         features = self.encode(images, training=False)
         self.predictor(self.projection_head(features))
-        target_features = self.target_encoder(images, training=False)
-        if self.is_sequence:
-            target_features = flatten_sequence_features(target_features, self.config.sequence_pool_size)
-        self.target_projection_head(target_features)
+        self.target_projection_head(self.frames(self.target_encoder(images, training=False)))
         for online, target in self._network_pairs():
             target.assign(online)
 
@@ -190,14 +220,11 @@ class BYOL(SelfSupervisedModel):
                         self.target_encoder.weights + self.target_projection_head.weights))
 
     def _target_projections(self, views):
-        features = self.target_encoder(views, training=False)
-        if self.is_sequence:
-            features = flatten_sequence_features(features, self.config.sequence_pool_size)
-        return self.target_projection_head(features, training=False)
+        return self.target_projection_head(self.frames(self.target_encoder(views, training=False)), training=False)
 
-    def ssl_loss(self, views_1, views_2):
-        projections_1 = self.projection_head(self.encode(views_1, training=True), training=True)
-        projections_2 = self.projection_head(self.encode(views_2, training=True), training=True)
+    def ssl_loss(self, frames_1, frames_2, views_1, views_2):
+        projections_1 = self.projection_head(frames_1, training=True)
+        projections_2 = self.projection_head(frames_2, training=True)
         predictions_1 = self.predictor(projections_1, training=True)
         predictions_2 = self.predictor(projections_2, training=True)
         targets_1 = self._target_projections(views_1)
@@ -214,16 +241,17 @@ class BYOL(SelfSupervisedModel):
 
 
 def build_method(config: TrainingConfig, encoder: keras.Model, augmenter: keras.layers.Layer, is_sequence: bool,
-                 make_encoder, steps_per_epoch: int) -> SelfSupervisedModel:
-    """The configured method's model; `make_encoder()` builds a fresh encoder (BYOL's target)."""
+                 make_encoder, steps_per_epoch: int, num_classes: Optional[int] = None) -> SelfSupervisedModel:
+    """The configured method's model; `make_encoder()` builds a fresh encoder (BYOL's target);
+    `num_classes` adds the online linear probe."""
     if config.method == "simclr":
-        return SimCLR(encoder, augmenter, config, is_sequence, name="simclr")
+        return SimCLR(encoder, augmenter, config, is_sequence, num_classes, name="simclr")
     if config.method == "simsiam":
-        return SimSiam(encoder, augmenter, config, is_sequence, name="simsiam")
+        return SimSiam(encoder, augmenter, config, is_sequence, num_classes, name="simsiam")
     if config.method == "byol":
         total_steps = max(1, config.pretrain_epochs * steps_per_epoch)
         model = BYOL(encoder, augmenter, config, is_sequence, target_encoder=make_encoder(),
-                     total_steps=total_steps, name="byol")
+                     total_steps=total_steps, num_classes=num_classes, name="byol")
         model.build_targets((config.image_size, config.image_size, 3))
         return model
     raise ValueError(f"config key 'training.method': unknown method {config.method!r}")
