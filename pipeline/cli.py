@@ -2,6 +2,7 @@
 
     selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol]
     selfsup demo [--output DIR] [--method ...]
+    selfsup report RUN_DIR
     selfsup compile-kubeflow --config FILE --output FILE.yaml [--image IMAGE]
 """
 
@@ -13,6 +14,7 @@ import warnings
 from typing import List, Optional
 
 from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
+from pipeline.report_command import add_report_parser, run_report
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 
@@ -60,6 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
 
+    add_report_parser(commands)
     add_compile_kubeflow_parser(commands)
     return parser
 
@@ -82,6 +85,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     _configure_logging()
     if args.command == "compile-kubeflow":
         return run_compile_kubeflow(args)
+    if args.command == "report":
+        return run_report(args)
 
     from pipeline.config import ConfigError, load_config
 

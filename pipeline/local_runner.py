@@ -66,6 +66,7 @@ def run_local(config: Config, output_dir: str) -> Dict[str, Any]:
         failure = f"{type(error).__name__}: {error}"
     results = latest_run(open_store(paths["metadata"]), config.pipeline.name) or {}
     summary = summary_lib.build_summary(config, results, failure)
+    summary_lib.publish_report(summary, paths["output"])
     summary_lib.write_summary(summary, paths["summary"])
     if failure:
         raise RuntimeError(f"pipeline run failed: {failure} (summary: {paths['summary']})")

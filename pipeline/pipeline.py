@@ -3,6 +3,7 @@
 ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
   -> candidate Trainer (SSL pretraining + fine-tuning) and baseline Trainer (supervised)
   -> Evaluator (candidate vs baseline, TFMA) -> Pusher (only when blessed)
+  -> EvaluationReportGen (report.html: the decision, both models' metrics, training curves, data counts)
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from components.anomaly_gate.component import AnomalyGate
+from components.evaluation_report.component import EvaluationReportGen
 from components.image_example_gen.component import ImageExampleGen
 from pipeline.config import Config
 from pipeline.evaluation import build_eval_config
@@ -23,7 +25,7 @@ from pipeline.evaluation import build_eval_config
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
     "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
-    "CandidateTrainer", "BaselineTrainer", "Evaluator", "Pusher",
+    "CandidateTrainer", "BaselineTrainer", "Evaluator", "Pusher", "EvaluationReportGen",
 )
 
 
@@ -110,8 +112,16 @@ def create_pipeline(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
     )
+    report = EvaluationReportGen(
+        evaluation=evaluator.outputs["evaluation"],
+        blessing=evaluator.outputs["blessing"],
+        candidate_model=trainers["candidate"].outputs["model"],
+        baseline_model=trainers["baseline"].outputs["model"],
+        ingest_report=example_gen.outputs["report"],
+        pushed_model=pusher.outputs["pushed_model"],
+    )
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  trainers["candidate"], trainers["baseline"], evaluator, pusher]
+                  trainers["candidate"], trainers["baseline"], evaluator, pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=pipeline_root,

@@ -1,9 +1,10 @@
 """End to end: the real pipeline (Beam, MLMD in SQLite, TFMA) through the `selfsup` CLI on real images.
 
-Two runs in one output folder:
+Three runs in one output folder:
 1. margin -0.99: the candidate is blessed whatever the accuracies, so the push path runs;
 2. margin +0.99: nothing can be blessed; the data and training components come from the cache,
-   the Evaluator decides again, nothing is pushed, and the earlier pushed model is untouched.
+   the Evaluator decides again, nothing is pushed, and the earlier pushed model is untouched;
+3. a training setting changed: both Trainers run again, the data components still come from the cache.
 """
 
 import hashlib
@@ -54,14 +55,14 @@ def run_cli(data, output, config_path):
         return json.load(handle), completed.stdout
 
 
-def write_config(tmp_path, name, margin):
+def write_config(tmp_path, name, margin, training=TRAINING):
     path = tmp_path / name
-    path.write_text(TRAINING + f"evaluation:\n  min_accuracy: 0.0\n  margin: {margin}\n")
+    path.write_text(training + f"evaluation:\n  min_accuracy: 0.0\n  margin: {margin}\n")
     return path
 
 
 @pytest.fixture(scope="module")
-def two_runs(cifar_sample, tmp_path_factory):
+def runs(cifar_sample, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("e2e")
     output = tmp_path / "output"
     data_before = tree_checksums(cifar_sample)
@@ -70,19 +71,22 @@ def two_runs(cifar_sample, tmp_path_factory):
     serving_before = tree_checksums(output / "serving")
     second, second_stdout = run_cli(cifar_sample, output, write_config(tmp_path, "strict.yaml", 0.99))
     second_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    changed_training = TRAINING.replace("finetune_epochs: 1", "finetune_epochs: 2")
+    third, _ = run_cli(cifar_sample, output, write_config(tmp_path, "retrain.yaml", -0.99, changed_training))
+    third_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
     return dict(output=output, data_before=data_before, data=cifar_sample, first=first, second=second,
-                first_states=first_states, second_states=second_states, serving_before=serving_before,
-                first_stdout=first_stdout)
+                third=third, first_states=first_states, second_states=second_states, third_states=third_states,
+                serving_before=serving_before, first_stdout=first_stdout)
 
 
-def test_every_component_executed(two_runs):
-    assert {component: result["state"] for component, result in two_runs["first_states"].items()} == {
+def test_every_component_executed(runs):
+    assert {component: result["state"] for component, result in runs["first_states"].items()} == {
         component: "COMPLETE" for component in COMPONENT_IDS}
-    assert two_runs["first"]["components"] == {component: "COMPLETE" for component in COMPONENT_IDS}
+    assert runs["first"]["components"] == {component: "COMPLETE" for component in COMPONENT_IDS}
 
 
-def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(two_runs):
-    for summary, margin in ((two_runs["first"], -0.99), (two_runs["second"], 0.99)):
+def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(runs):
+    for summary, margin in ((runs["first"], -0.99), (runs["second"], 0.99)):
         candidate, baseline = summary["candidate"]["accuracy"], summary["baseline"]["accuracy"]
         assert 0.0 <= candidate <= 1.0 and 0.0 <= baseline <= 1.0
         assert summary["blessed"] is is_blessed(candidate, baseline, EvaluationConfig(margin=margin))
@@ -90,30 +94,51 @@ def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(t
         assert {split: counts["written"] for split, counts in summary["data"]["splits"].items()} == {
             "unlabeled": 300, "train": 120, "eval": 90}
         assert all(counts["skipped"] == 0 for counts in summary["data"]["splits"].values())
-    assert two_runs["first"]["blessed"] is True
-    assert two_runs["second"]["blessed"] is False and two_runs["second"]["pushed_model"] is None
-    assert "BLESSED" in two_runs["first_stdout"]
+    assert runs["first"]["blessed"] is True
+    assert runs["second"]["blessed"] is False and runs["second"]["pushed_model"] is None
+    assert "BLESSED" in runs["first_stdout"]
 
 
-def test_pushed_model_answers_raw_jpeg_bytes_with_a_class(two_runs):
-    pushed = two_runs["first"]["pushed_model"]
-    assert pushed and pushed.startswith(str(two_runs["output"] / "serving"))
+def test_pushed_model_answers_raw_jpeg_bytes_with_a_class(runs):
+    pushed = runs["first"]["pushed_model"]
+    assert pushed and pushed.startswith(str(runs["output"] / "serving"))
     model = tf.saved_model.load(pushed)
-    jpegs = [path.read_bytes() for path in sorted(two_runs["data"].glob("test/*/*.jpg"))[:5]]
+    jpegs = [path.read_bytes() for path in sorted(runs["data"].glob("test/*/*.jpg"))[:5]]
     result = model.signatures["serving_images"](images=tf.constant(jpegs))
-    class_names = two_runs["first"]["data"]["class_names"]
+    class_names = runs["first"]["data"]["class_names"]
     assert class_names == ["airplane", "automobile", "frog"]
     assert {name.decode() for name in result["classes"].numpy()} <= set(class_names)
 
 
-def test_rerun_reuses_the_cache_and_keeps_the_earlier_push(two_runs):
-    states = {component: result["state"] for component, result in two_runs["second_states"].items()}
+def test_rerun_reuses_the_cache_and_keeps_the_earlier_push(runs):
+    states = {component: result["state"] for component, result in runs["second_states"].items()}
     for component in ("ImageExampleGen", "StatisticsGen", "SchemaGen", "CandidateTrainer", "BaselineTrainer"):
         assert states[component] == "CACHED", states
     assert states["Evaluator"] == "COMPLETE"  # its config changed
-    assert tree_checksums(two_runs["output"] / "serving") == two_runs["serving_before"]
+    assert tree_checksums(runs["output"] / "serving") == runs["serving_before"]
 
 
-def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(two_runs):
-    assert tree_checksums(two_runs["data"]) == two_runs["data_before"]
-    assert sorted(os.listdir(two_runs["output"])) == ["metadata.sqlite", "serving", "summary.json", "tfx"]
+def test_changed_training_config_retrains_and_pushes_beside_the_earlier_model(runs):
+    states = {component: result["state"] for component, result in runs["third_states"].items()}
+    assert states["ImageExampleGen"] == "CACHED" and states["StatisticsGen"] == "CACHED"
+    assert states["CandidateTrainer"] == "COMPLETE" and states["BaselineTrainer"] == "COMPLETE"
+    assert runs["third"]["blessed"] is True
+    assert runs["third"]["pushed_model"] != runs["first"]["pushed_model"]
+    assert len(os.listdir(runs["output"] / "serving")) == 2
+    earlier = {path: digest for path, digest in tree_checksums(runs["output"] / "serving").items()
+               if path in runs["serving_before"]}
+    assert earlier == runs["serving_before"]
+
+
+def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
+    assert tree_checksums(runs["data"]) == runs["data_before"]
+    assert sorted(os.listdir(runs["output"])) == ["metadata.sqlite", "report.html", "serving", "summary.json", "tfx"]
+
+
+def test_report_is_published_and_carries_the_same_decision(runs):
+    summary = runs["third"]
+    assert summary["report"] == str(runs["output"] / "report.html")
+    with open(summary["report"], encoding="utf-8") as handle:
+        html = handle.read()
+    assert summary["decision"].split(":")[0] in html
+    assert f"{summary['candidate']['accuracy']:.4f}" in html and f"{summary['baseline']['accuracy']:.4f}" in html

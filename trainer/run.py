@@ -7,24 +7,31 @@ custom_config carries the `training:` config section plus `role`:
   only, with the same number of fine-tuning epochs.
 Both export the same SavedModel signatures (trainer/export.py) and write `history.json`
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact.
+
+Distribution (trainer/distribute.py): `training.batch_size` and `training.finetune_batch_size`
+are global batches, split across the replicas by Keras. Only the chief writes the model, the
+history and the TensorBoard logs; other workers write into a temporary folder that is removed.
+Fault tolerance (trainer/checkpoints.py): every epoch is backed up in a folder that stays the
+same across retries of the Trainer; a restarted Trainer resumes from the last completed epoch and
+a completed one removes its backups. A NaN loss raises `monitors.NanLossError`: nothing is exported.
 """
 
 import dataclasses
 import json
 import math
 import os
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import keras
 import tensorflow as tf
 
-from trainer import data, distribute, monitors
+from trainer import checkpoints, data, distribute, monitors
 from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import TrainingConfig
-from trainer.methods import build_method
+from trainer.methods import SelfSupervisedModel, build_method
 from trainer.optimizers import build_optimizer
 
 ROLES = ("candidate", "baseline")
@@ -43,8 +50,26 @@ def _split_sizes(examples_uri: str) -> Dict[str, int]:
     return {split: counts["written"] for split, counts in report["splits"].items()}
 
 
+def build_method_variables(model: SelfSupervisedModel, config: TrainingConfig) -> None:
+    """Creates the variables of the method's heads, and marks `model` built, before `fit`.
+
+    Under a distribution strategy Keras builds a model by calling it symbolically, which these
+    train-only models (no `call`) do not support; restoring a backup needs the variables too.
+    The encoder is a functional model, built already. Call it inside the strategy's scope.
+    """
+    feature_dim = model.encoder.output.shape[-1]
+    heads = [(model.projection_head, feature_dim)]
+    if hasattr(model, "predictor"):
+        heads.append((model.predictor, config.projection_dim))
+    for head, input_dim in heads:
+        if not head.built:
+            head.build((None, input_dim))
+    model.built = True
+
+
 def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
-             sizes: Dict[str, int], class_names, log_dir: str) -> Dict[str, list]:
+             sizes: Dict[str, int], class_names: List[str], log_dir: str,
+             backup: checkpoints.EpochBackup) -> Dict[str, list]:
     """Self-supervised pretraining of `encoder` in place; returns the per-epoch history."""
     if config.pretrain_epochs == 0:
         return {}
@@ -65,11 +90,12 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
                                                config.encoder_weights),
             steps_per_epoch=steps_per_epoch,
         )
+        build_method_variables(model, config)
         model.compile(optimizer=build_optimizer(
             config.optimizer, config.pretrain_learning_rate, config.weight_decay,
             config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
         ))
-    dataset = data.image_dataset(files, config.batch_size, config.image_size, config.seed)
+    dataset = distribute.shard_by_data(data.image_dataset(files, config.batch_size, config.image_size, config.seed))
 
     def encode(batch):
         features = encoder(batch, training=False)
@@ -84,6 +110,7 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
         monitors.KnnMonitor(encode, labeled["train"], labeled["eval"], config.knn_k, len(class_names),
                             config.monitor_every_epochs),
         monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
+        backup,
         keras.callbacks.TensorBoard(os.path.join(log_dir, "pretrain")),
     ]
     print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
@@ -92,48 +119,89 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
     return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
 
 
-def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str) -> Dict:
-    """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too)."""
-    role = custom_config.get("role")
-    if role not in ROLES:
-        raise ValueError(f"custom_config 'role' must be one of {ROLES}, got {role!r}")
-    config = training_config_from_custom_config(custom_config)
-    keras.utils.set_random_seed(config.seed)
-    examples_uri = data.examples_root(train_files)
-    class_names = data.read_class_names(examples_uri)
+def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
+           class_names: List[str], log_dir: str, backup_dir: str,
+           backup_save_dir: str) -> Tuple[keras.Model, Dict[str, list]]:
+    """Pretraining (candidate) and classifier training; returns the classifier and the history."""
     sizes = _split_sizes(examples_uri)
-    strategy = distribute.build_strategy(config.strategy, config.tpu_address)
     is_sequence = encoder_outputs_sequence(config.encoder)
     with strategy.scope():
         encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
 
     history: Dict[str, list] = {}
     if role == "candidate":
-        history.update(pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir))
+        backup = checkpoints.EpochBackup(backup_dir, backup_save_dir, "pretraining")
+        history.update(pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir, backup))
 
     train_dataset = data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
                                          config.image_size, config.seed, shuffle=True)
     eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size,
                                         config.seed, shuffle=False)
     steps_per_epoch = max(1, math.ceil(sizes["train"] / config.finetune_batch_size))
+    callbacks = [
+        monitors.FailOnNanLoss(),
+        checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
+        keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune")),
+    ]
     with strategy.scope():
         classifier = build_classifier(encoder, len(class_names), config.image_size, is_sequence)
         augmenter = build_finetune_augmenter(config.finetune_augment, config.image_size, config.seed + 1)
         history.update(train_classifier(
-            classifier, encoder, augmenter, train_dataset, eval_dataset, config, steps_per_epoch,
-            [monitors.FailOnNanLoss(), keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune"))],
+            classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
+            distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks,
             from_scratch=(role == "baseline"),
         ))
+    return classifier, history
 
+
+def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str,
+                     backup_dir: str) -> Dict[str, list]:
+    """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too).
+
+    Args:
+      custom_config: the `training:` section as a dict, plus `role` ("candidate" or "baseline").
+      train_files: the train split's file patterns (`<examples URI>/Split-train/*`).
+      serving_model_dir: where the chief exports the SavedModel; `history.json` goes beside it.
+      log_dir: where the chief writes the TensorBoard logs.
+      backup_dir: the per-epoch backups, the same for every retry (see `checkpoints.backup_root`);
+        removed when the run completes.
+
+    Returns:
+      The history of every training phase: `"<phase>/<metric>"` -> one value per epoch.
+
+    Raises:
+      ValueError: a bad role or config.
+      monitors.NanLossError, monitors.RepresentationCollapseError: training failed; nothing is exported.
+    """
+    role = custom_config.get("role")
+    if role not in ROLES:
+        raise ValueError(f"custom_config 'role' must be one of {ROLES}, got {role!r}")
+    config = training_config_from_custom_config(custom_config)
+    strategy = distribute.build_strategy(config.strategy, config.tpu_address)
+    keras.utils.set_random_seed(config.seed)
+    examples_uri = data.examples_root(train_files)
+    class_names = data.read_class_names(examples_uri)
+
+    with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir,
+                                     backup_dir=backup_dir) as folders:
+        classifier, history = _train(role, config, strategy, examples_uri, class_names, folders["log_dir"],
+                                     backup_dir, folders["backup_dir"])
+        export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
+        if distribute.is_chief():
+            with tf.io.gfile.GFile(os.path.join(os.path.dirname(serving_model_dir), HISTORY_FILE), "w") as handle:
+                json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history},
+                          handle, indent=1)
+            print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
+    # Every worker has restored its backups before the chief removes them.
+    distribute.barrier(strategy)
     if distribute.is_chief():
-        export_classifier(classifier, class_names, config.image_size, serving_model_dir)
-        with tf.io.gfile.GFile(os.path.join(os.path.dirname(serving_model_dir), HISTORY_FILE), "w") as handle:
-            json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history},
-                      handle, indent=1)
-        print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
+        checkpoints.remove_backup(backup_dir)
     return history
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor): see the module docstring."""
-    train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir, fn_args.model_run_dir)
+    backup_dir = checkpoints.backup_root(fn_args.model_run_dir, data.examples_root(fn_args.train_files),
+                                         fn_args.custom_config)
+    train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir, fn_args.model_run_dir,
+                     backup_dir)

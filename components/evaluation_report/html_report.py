@@ -252,8 +252,9 @@ def _finetuning_section(histories: Dict[str, Dict[str, List[float]]]) -> str:
     return (
         '<section id="finetuning">\n<h2>Fine-tuning</h2>\n'
         f'<div class="side-by-side">{"".join(charts)}</div>\n'
-        f'<p class="note">Candidate: {linear_epochs} epochs of a linear head on the frozen encoder, then the whole '
-        "network; baseline: the same number of epochs from random weights, whole network.</p>\n</section>"
+        f'<p class="note">Candidate: {linear_epochs} epoch{"" if linear_epochs == 1 else "s"} of a linear head on '
+        "the frozen encoder, then the whole network; baseline: the same number of epochs from random weights, whole "
+        "network.</p>\n</section>"
     )
 
 

@@ -81,7 +81,8 @@ class _Frame:
 def _nice_ticks(low: float, high: float) -> List[float]:
     """About _TICKS round values (steps of 1, 2 or 5 x 10^n) covering [low, high]."""
     if high - low < 1e-12:
-        low, high = low - max(abs(low) * 0.1, 0.05), high + max(abs(high) * 0.1, 0.05)
+        padding = abs(low) * 0.1 or 1.0
+        low, high = low - padding, high + padding
     raw_step = (high - low) / _TICKS
     magnitude = 10 ** math.floor(math.log10(raw_step))
     step = next(factor * magnitude for factor in (1, 2, 5, 10) if factor * magnitude >= raw_step)

@@ -1,0 +1,62 @@
+"""The pipeline factory: components, wiring, and what reaches the Trainers' cache key."""
+
+import shutil
+
+import pytest
+
+from pipeline import pipeline as pipeline_module
+from pipeline.config import Config, DataConfig
+from pipeline.pipeline import COMPONENT_IDS, create_pipeline, trainer_code_fingerprint
+
+
+def build(tmp_path, **config_sections):
+    config = Config(data=DataConfig(path=str(tmp_path / "data")), **config_sections)
+    return create_pipeline(config=config, pipeline_root=str(tmp_path / "root"), serving_dir=str(tmp_path / "serving"))
+
+
+def test_components_and_order(tmp_path):
+    pipeline = build(tmp_path)
+    ids = [component.id for component in pipeline.components]
+    assert sorted(ids) == sorted(COMPONENT_IDS)
+    assert ids.index("AnomalyGate") < ids.index("CandidateTrainer") < ids.index("Evaluator") < ids.index("Pusher")
+
+
+def test_trainers_get_role_training_config_and_code_fingerprint(tmp_path):
+    components = {component.id: component for component in build(tmp_path).components}
+    for component_id, role in (("CandidateTrainer", "candidate"), ("BaselineTrainer", "baseline")):
+        custom_config = components[component_id].exec_properties["custom_config"]
+        assert '"role": "%s"' % role in custom_config
+        assert trainer_code_fingerprint() in custom_config
+        assert '"method": "simclr"' in custom_config
+    assert components["CandidateTrainer"].inputs["schema"].producer_component_id == "AnomalyGate"
+
+
+def test_trainer_code_fingerprint_changes_with_the_trainer_source(tmp_path, monkeypatch):
+    copy = tmp_path / "trainer"
+    shutil.copytree(pipeline_module.importlib.util.find_spec("trainer").submodule_search_locations[0], copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+
+    class FakeSpec:
+        submodule_search_locations = [str(copy)]
+
+    monkeypatch.setattr(pipeline_module.importlib.util, "find_spec", lambda name: FakeSpec())
+    original = trainer_code_fingerprint()
+    with open(copy / "losses.py", "a") as handle:
+        handle.write("\n# a change\n")
+    assert trainer_code_fingerprint() != original
+
+
+def test_pipeline_without_thresholds_cannot_be_built(tmp_path, monkeypatch):
+    import tensorflow_model_analysis as tfma
+
+    from pipeline import evaluation
+
+    def no_thresholds(_):
+        eval_config = tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(metrics=[
+            tfma.MetricConfig(class_name="SparseCategoricalAccuracy")])])
+        evaluation.require_thresholds(eval_config)
+        return eval_config
+
+    monkeypatch.setattr(pipeline_module, "build_eval_config", no_thresholds)
+    with pytest.raises(ValueError, match="no metric threshold"):
+        build(tmp_path)
