@@ -75,6 +75,8 @@ def _print_summary(summary: dict, output: str) -> None:
         print(f"  {split:>9}: {counts['read']} images read, {counts['written']} used, {counts['skipped']} skipped")
     if data.get("skipped"):
         print(f"  skipped images are listed in {data['ingest_report']}")
+    if summary.get("report"):
+        print(f"  report: {summary['report']}")
     print(f"  summary: {os.path.join(output, 'summary.json')}")
     print("=" * 78)
 

@@ -367,7 +367,7 @@ def test_two_workers_train_and_only_the_chief_exports(examples_uri, tmp_path):
     results = [finish(process) for process in processes]
     for index, (code, output) in enumerate(results):
         assert code == 0, f"worker {index}:\n{output[-5000:]}"
-        assert "distribution strategy: multi_worker (MultiWorkerMirroredStrategy), replicas: 2" in output
+        assert re.search(r"distribution strategy: multi_worker \(\w+\), replicas: 2", output)
         assert not [name for name in os.listdir(tmp_path / f"worker-{index}-tmp") if name.startswith("selfsup-")]
     assert "model exported" in results[0][1] and "model exported" not in results[1][1]
 
