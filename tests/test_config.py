@@ -47,6 +47,7 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
         ("training:\n  pretrain_augment:\n    flip_probability: 1.5\n",
          "training.pretrain_augment.flip_probability"),
         ("training:\n  strategy: tpu\n", "training.tpu_address"),
+        ("training:\n  image_size: 16\n", "training.image_size"),
         ("evaluation:\n  min_accuracy: 1.5\n", "evaluation.min_accuracy"),
         ("evaluation:\n  margin: 2\n", "evaluation.margin"),
         ("data:\n  source: s3bucket\n", "data.source"),

@@ -19,7 +19,7 @@ def _images(image_size: int) -> np.ndarray:
     "name, image_size, feature_shape",
     [
         ("small_cnn", 32, (WIDTH,)),
-        ("small_cnn", 8, (WIDTH,)),
+        ("small_cnn", 40, (WIDTH,)),
         ("resnet18_cifar", 32, (4 * WIDTH,)),
         ("resnet18_cifar", 8, (4 * WIDTH,)),
         ("sequence_cnn", 32, (8, WIDTH)),
@@ -80,7 +80,7 @@ def test_unknown_name_is_rejected():
         encoders.encoder_outputs_sequence("vit_tiny")
 
 
-@pytest.mark.parametrize("name, image_size", [("resnet50", 16), ("efficientnet_b0", 16), ("small_cnn", 4)])
+@pytest.mark.parametrize("name, image_size", [("resnet50", 16), ("efficientnet_b0", 16), ("small_cnn", 31)])
 def test_too_small_images_are_rejected(name, image_size):
     with pytest.raises(ValueError, match=f"at least .*got {image_size}"):
         encoders.build_encoder(name, image_size)

@@ -3,8 +3,9 @@
 Encoders (names from `trainer.hparams.ENCODERS`) and their outputs:
 
 * `small_cnn`: the keras-io `semisupervised_simclr` encoder, four 3x3 stride-2
-  ReLU convolutions of `width` filters ("same" padding, so that any image_size
-  >= 8 works), Flatten, Dense(width, relu). Features (batch, width).
+  ReLU convolutions of `width` filters ("valid" padding, as keras-io: 32x32
+  images shrink to 1x1, so image_size >= 32), Flatten, Dense(width, relu).
+  Features (batch, width).
 * `resnet18_cifar`: CIFAR-style ResNet-18 (3x3 stride-1 stem, no max-pool, four
   stages of two basic blocks with [width/2, width, 2 width, 4 width] filters,
   batch norm, global average pooling). width=128 gives the standard 64..512.
@@ -30,12 +31,11 @@ from typing import Optional
 import keras
 from keras import layers
 
-from trainer.hparams import ENCODERS
+from trainer.hparams import ENCODERS, min_image_size
 
 SEQUENCE_ENCODERS = ("sequence_cnn",)
 APPLICATION_ENCODERS = ("resnet50", "efficientnet_b0")
-MIN_APPLICATION_IMAGE_SIZE = 32
-MIN_IMAGE_SIZE = 8
+
 MIN_WIDTH = 2
 
 
@@ -45,7 +45,7 @@ def build_encoder(name: str, image_size: int, width: int = 128, weights: Optiona
     Args:
         name: one of `trainer.hparams.ENCODERS`.
         image_size: height and width of the input images: at least 32 for
-            resnet50 and efficientnet_b0, at least 8 for the others.
+            small_cnn, resnet50 and efficientnet_b0, at least 8 for the others.
         width: number of filters that sets the size of small_cnn, resnet18_cifar
             and sequence_cnn (ignored by the applications), at least 2.
         weights: None, or the path of a local weights file.
@@ -61,7 +61,7 @@ def build_encoder(name: str, image_size: int, width: int = 128, weights: Optiona
     """
     _check_name(name)
     _check_weights(weights)
-    minimum_size = MIN_APPLICATION_IMAGE_SIZE if name in APPLICATION_ENCODERS else MIN_IMAGE_SIZE
+    minimum_size = min_image_size(name)
     if image_size < minimum_size:
         raise ValueError(f"encoder {name!r} needs image_size of at least {minimum_size}, got {image_size}")
     if width < MIN_WIDTH:
@@ -126,7 +126,7 @@ def _small_cnn(images, width: int):
     features = images
     for index in range(4):
         features = layers.Conv2D(
-            width, kernel_size=3, strides=2, padding="same", activation="relu", name=f"conv{index + 1}"
+            width, kernel_size=3, strides=2, padding="valid", activation="relu", name=f"conv{index + 1}"
         )(features)
     features = layers.Flatten(name="flatten")(features)
     return layers.Dense(width, activation="relu", name="dense")(features)

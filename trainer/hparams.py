@@ -10,6 +10,14 @@ from typing import Dict, Literal, Optional
 
 METHODS = ("simclr", "simsiam", "byol")
 ENCODERS = ("small_cnn", "resnet18_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
+# The smallest image_size each encoder accepts; 8 for the others.
+_MIN_ENCODER_IMAGE_SIZE = {"small_cnn": 32, "resnet50": 32, "efficientnet_b0": 32}
+
+
+def min_image_size(encoder: str) -> int:
+    return _MIN_ENCODER_IMAGE_SIZE.get(encoder, 8)
+
+
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -150,7 +158,9 @@ class TrainingConfig:
             prefix + "collapse_std_threshold",
             f"must be in [0, 1), got {self.collapse_std_threshold}",
         )
-        require(self.image_size >= 8, prefix + "image_size", f"must be at least 8 pixels, got {self.image_size}")
+        minimum = min_image_size(self.encoder)
+        require(self.image_size >= minimum, prefix + "image_size",
+                f"must be at least {minimum} pixels for encoder {self.encoder!r}, got {self.image_size}")
         for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak")):
             try:
                 settings = augment_settings(preset, getattr(self, key))

@@ -1,0 +1,761 @@
+"""Pretraining throughput of our SimCLR/SimSiam/BYOL steps against a keras-io reference step.
+
+    python -m bench.throughput --rounds 3 --steps 20 [--quick] [--output DIR_OR_FILE.json]
+
+What it measures (images per second; each image counted once, with its two augmented views):
+
+* every variant (method x precision x XLA, and the reference step of `bench.reference`) fed from
+  decoded images held in memory;
+* some variants also fed from the real TFRecords through `trainer.data.image_dataset` (decode +
+  batch + prefetch), to show whether the input pipeline slows the step down;
+* some variants also on the augmentation alone (the two views, no encoder): its share of the step;
+* a matmul / conv2d micro-benchmark in float32 and bfloat16, to show what this CPU gains from bf16.
+
+How: the parent process (no TensorFlow) starts one long-lived worker process per variant (the mixed
+precision policy and XLA are per process). Each worker builds its model, compiles and warms it up,
+then waits. The parent then runs `--rounds` rounds; in each round every (variant, feed) pair runs
+`--steps` steps, one worker at a time, in an order rotated (and reversed every other round) from round
+to round, so that noise from other processes on the machine hits every variant. Ratios (ours /
+reference, TFRecords / memory, fast path / float32) are taken within a round, then summarised as
+min / median / max over rounds. The load average and the worker's CPU seconds are recorded with every
+measurement, and every ratio is also given per CPU-second of the measured worker, which is far less
+sensitive to other processes taking cores than the rate per wall-clock second. The train step is run
+through Keras's own `train_function` (what `fit` calls) and its traces are counted: a retrace while
+measuring would mean Python work per step.
+
+Nothing in `trainer/` is changed: mixed precision is set with
+`keras.mixed_precision.set_global_policy(...)` and XLA with `model.compile(jit_compile=True)` inside
+the worker. A variant that fails to build or compile is reported with the error and, for XLA, the ops
+XLA could not compile.
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PROTOCOL_PREFIX = "BENCH "
+MEMORY, TFRECORD, AUGMENT_ONLY = "memory", "tfrecord", "augment_only"
+PROBE_FEEDS = ("matmul_float32", "matmul_bfloat16", "conv_float32", "conv_bfloat16", "conv_grad_float32",
+               "conv_grad_bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One model configuration, run in its own worker process.
+
+    model: "reference" (bench.reference, keras-io), "simclr", "simsiam", "byol" (trainer.methods),
+      or "probe" (matmul / conv micro-benchmark).
+    precision: a Keras dtype policy name: "float32", "mixed_bfloat16" or "mixed_float16".
+    xla: compile the train step with XLA (model.compile(jit_compile=True)); False keeps the default
+      ("auto", which Keras resolves to no XLA on a CPU-only machine, as in `selfsup run`).
+    feeds: what is measured: "memory" (the train step on decoded images held in memory), "tfrecord"
+      (the train step fed by trainer.data.image_dataset from the TFRecords), "augment_only" (only the
+      two augmented views of a memory batch, no encoder: the augmentation's share of the step).
+    """
+
+    name: str
+    model: str
+    precision: str = "float32"
+    xla: bool = False
+    feeds: Tuple[str, ...] = (MEMORY,)
+
+
+ALL_VARIANTS = (
+    Variant("reference", "reference", feeds=(MEMORY, AUGMENT_ONLY)),
+    Variant("simclr", "simclr", feeds=(MEMORY, TFRECORD, AUGMENT_ONLY)),
+    Variant("simsiam", "simsiam"),
+    Variant("byol", "byol"),
+    Variant("simclr+xla", "simclr", xla=True, feeds=(MEMORY, AUGMENT_ONLY)),
+    Variant("simclr+bf16", "simclr", precision="mixed_bfloat16"),
+    Variant("simclr+bf16+xla", "simclr", precision="mixed_bfloat16", xla=True),
+    Variant("reference+xla", "reference", xla=True),
+    Variant("probe", "probe", feeds=PROBE_FEEDS),
+    # Not in the default set (time): pass them with --variants.
+    Variant("simsiam+xla", "simsiam", xla=True),
+    Variant("byol+xla", "byol", xla=True),
+    Variant("simclr+xla+tfrecord", "simclr", xla=True, feeds=(MEMORY, TFRECORD)),
+    Variant("simsiam+bf16+xla", "simsiam", precision="mixed_bfloat16", xla=True),
+    Variant("byol+bf16+xla", "byol", precision="mixed_bfloat16", xla=True),
+)
+FULL_VARIANTS = ALL_VARIANTS[:9]
+QUICK_VARIANTS = (
+    Variant("reference", "reference"),
+    Variant("simclr", "simclr", feeds=(MEMORY, TFRECORD)),
+)
+# Ratios reported, as (numerator, denominator) of (variant, feed) pairs measured in the same round.
+BASELINE = ("reference", MEMORY)
+OURS_DEFAULT = ("simclr", MEMORY)
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker process: builds one variant, then runs measurement commands read from stdin.
+# ----------------------------------------------------------------------------------------------
+
+def _send(kind: str, payload: dict) -> None:
+    sys.stdout.write(f"{PROTOCOL_PREFIX}{kind} {json.dumps(payload)}\n")
+    sys.stdout.flush()
+
+
+def describe_failure(error: BaseException) -> dict:
+    """The error's type, its first lines, and the op names XLA or the CPU kernels refused, if named."""
+    text = f"{type(error).__name__}: {error}"
+    unsupported = sorted(set(re.findall(r"No registered '([A-Za-z0-9_]+)' OpKernel for XLA", text)))
+    no_kernel = sorted(set(re.findall(r"Could not find device for node: \{\{node ([A-Za-z0-9_]+)\}\}", text))
+                       | set(re.findall(r"No OpKernel was registered to support Op '([A-Za-z0-9_]+)'", text)))
+    return {
+        "error_type": type(error).__name__,
+        "error": text[:4000],
+        "xla_unsupported_ops": unsupported,
+        "ops_without_kernel": no_kernel,
+    }
+
+
+def _build_model(variant: Variant, batch_size: int, image_size: int, width: int, seed: int):
+    import keras
+
+    if variant.model == "reference":
+        from bench.reference import ReferenceSimCLR
+
+        model = ReferenceSimCLR(width=width, image_size=image_size, name="reference_simclr")
+        model.build((None, image_size, image_size, 3))
+        model.compile(optimizer=keras.optimizers.Adam(), jit_compile=True if variant.xla else "auto")
+        return model, "c_loss"
+
+    from trainer.augment import build_pretrain_augmenter
+    from trainer.encoders import build_encoder
+    from trainer.hparams import TrainingConfig
+    from trainer.methods import build_method
+    from trainer.optimizers import build_optimizer
+
+    config = TrainingConfig(method=variant.model, batch_size=batch_size, image_size=image_size,
+                            encoder_width=width, projection_dim=width, projection_hidden_dim=width, seed=seed)
+    def make_encoder():
+        return build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
+
+    steps_per_epoch = max(1, 20_000 // batch_size)  # as for the 20,000 unlabeled cifar10-ssl images
+    augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
+    model = build_method(config, make_encoder(), augmenter, False, make_encoder, steps_per_epoch)
+    # As trainer.run.build_method_variables: build the heads before fit (these models have no call()).
+    feature_dim = model.encoder.output.shape[-1]
+    heads = [(model.projection_head, feature_dim)]
+    if hasattr(model, "predictor"):
+        heads.append((model.predictor, config.projection_dim))
+    for head, input_dim in heads:
+        if not head.built:
+            head.build((None, input_dim))
+    model.built = True
+    optimizer = build_optimizer(config.optimizer, config.pretrain_learning_rate, config.weight_decay,
+                                config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch)
+    # "auto" is what `selfsup run` compiles with (Keras turns XLA off on CPU-only machines).
+    model.compile(optimizer=optimizer, jit_compile=True if variant.xla else "auto")
+    return model, "loss"
+
+
+def _datasets(feeds: Sequence[str], tfrecords: str, batch_size: int, image_size: int, seed: int,
+              memory_images: int):
+    import tensorflow as tf
+
+    from trainer import data
+
+    datasets = {}
+    if MEMORY in feeds or AUGMENT_ONLY in feeds:
+        batches = max(1, memory_images // batch_size)
+        source = data.image_dataset([tfrecords], batch_size, image_size, seed, shuffle=False).take(batches)
+        images = tf.concat(list(source), axis=0)
+        datasets[MEMORY] = (tf.data.Dataset.from_tensor_slices(images).batch(batch_size, drop_remainder=True)
+                            .cache().repeat().prefetch(2))
+    if TFRECORD in feeds:
+        datasets[TFRECORD] = data.image_dataset([tfrecords], batch_size, image_size, seed).repeat()
+    return datasets
+
+
+def _probe_worker(args, variant: Variant) -> None:
+    """Micro-benchmark in float32 and bfloat16: a 1024^2 matmul, and the encoder's second convolution
+    (3x3, 128 -> 128 channels, stride 2, on 16x16 maps) forward, and forward + both gradients."""
+    import tensorflow as tf
+
+    matmul_n = 256 if args.quick else 1024
+    conv_batch = 32 if args.quick else 512
+    conv_flops = 2 * conv_batch * 8 * 8 * 128 * 9 * 128
+    operations = {}
+    for dtype_name in ("float32", "bfloat16"):
+        dtype = tf.as_dtype(dtype_name)
+        a = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=1), dtype)
+        b = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=2), dtype)
+        x = tf.cast(tf.random.normal([conv_batch, 16, 16, 128], seed=3), dtype)
+        k = tf.cast(tf.random.normal([3, 3, 128, 128], seed=4), dtype)
+
+        def conv_grad(x=x, k=k):
+            with tf.GradientTape() as tape:
+                tape.watch([x, k])
+                total = tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 2, "SAME"), tf.float32))
+            grad_x, grad_k = tape.gradient(total, [x, k])
+            return tf.reduce_sum(tf.cast(grad_x, tf.float32)) + tf.reduce_sum(tf.cast(grad_k, tf.float32))
+
+        operations[f"matmul_{dtype_name}"] = (
+            tf.function(lambda a=a, b=b: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))), 2 * matmul_n ** 3)
+        operations[f"conv_{dtype_name}"] = (
+            tf.function(lambda x=x, k=k: tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 2, "SAME"), tf.float32))),
+            conv_flops)
+        operations[f"conv_grad_{dtype_name}"] = (tf.function(conv_grad), 3 * conv_flops)
+    first, repeats = {}, {}
+    for name, (function, _) in operations.items():
+        started = time.perf_counter()
+        function().numpy()
+        first[name] = time.perf_counter() - started
+        started = time.perf_counter()
+        function().numpy()
+        repeats[name] = max(2, min(200, int(args.probe_seconds / max(time.perf_counter() - started, 1e-4))))
+    _send("READY", {"tensorflow": tf.__version__, "first_step_seconds": first, "traces": None,
+                    "jit_compile": False, "policy": None, "peak_rss_mb": _peak_rss_mb(), "probe_repeats": repeats,
+                    "step_seconds": None})
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            return
+        feed = command[1]
+        function, flops = operations[feed]
+        cpu_before, load_before = _cpu_seconds(), os.getloadavg()
+        started = time.perf_counter()
+        for _ in range(repeats[feed]):
+            value = function()
+        value.numpy()
+        seconds = time.perf_counter() - started
+        _send("RESULT", {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_before, "load_before": load_before,
+                         "load_after": os.getloadavg(), "work": repeats[feed] * flops / 1e9, "unit": "GFLOP/s",
+                         "loss": None, "steps": repeats[feed]})
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker_main(args) -> int:
+    spec = json.loads(args.worker)
+    variant = Variant(**{**spec, "feeds": tuple(spec["feeds"])})
+    if variant.model == "probe":
+        _probe_worker(args, variant)
+        return 0
+    import keras
+    import tensorflow as tf
+
+    try:
+        if variant.precision != "float32":
+            keras.mixed_precision.set_global_policy(variant.precision)
+        keras.utils.set_random_seed(args.seed)
+        datasets = _datasets(variant.feeds, args.tfrecords, args.batch_size, args.image_size, args.seed,
+                             args.memory_images)
+        model, loss_key = _build_model(variant, args.batch_size, args.image_size, args.width, args.seed)
+        traces = {"count": 0}
+        train_step = model.train_step
+
+        def counted_train_step(data):
+            traces["count"] += 1  # Python runs only while tracing: this counts traces, not steps.
+            return train_step(data)
+
+        model.train_step = counted_train_step
+        model.make_train_function()
+        iterators = {feed: iter(datasets[MEMORY if feed == AUGMENT_ONLY else feed]) for feed in variant.feeds}
+        augmenter = model.contrastive_augmenter if variant.model == "reference" else model.augmenter
+
+        # Only the two views (what the train step does before the encoder), compiled like the step.
+        def two_views(images):
+            views_1 = augmenter(images, training=True)
+            views_2 = augmenter(images, training=True)
+            return tf.reduce_sum(tf.cast(views_1, tf.float32)) + tf.reduce_sum(tf.cast(views_2, tf.float32))
+
+        two_views = tf.function(two_views, jit_compile=bool(model.jit_compile))
+        augment_step = tf.function(lambda iterator: two_views(iterator.get_next()))
+
+        def run_steps(feed, steps):
+            if steps <= 0:
+                return float("nan")
+            iterator = iterators[feed]
+            if feed == AUGMENT_ONLY:
+                for _ in range(steps):
+                    value = augment_step(iterator)
+                return float(value.numpy())
+            logs = None
+            for _ in range(steps):
+                logs = model.train_function(iterator)
+            if hasattr(logs, "get_value"):
+                logs = logs.get_value()
+            return float(logs[loss_key].numpy())
+
+        first_step, step_seconds = {}, {}
+        for feed in variant.feeds:
+            started = time.perf_counter()
+            run_steps(feed, 1)
+            first_step[feed] = time.perf_counter() - started
+            started = time.perf_counter()
+            run_steps(feed, args.warmup_steps)
+            step_seconds[feed] = (time.perf_counter() - started) / args.warmup_steps if args.warmup_steps else None
+    except Exception as error:  # a variant that cannot build or compile is a result, not a crash
+        _send("FAILED", describe_failure(error))
+        return 1
+    _send("READY", {
+        "tensorflow": tf.__version__, "keras": keras.__version__, "first_step_seconds": first_step,
+        "step_seconds": step_seconds, "traces": traces["count"], "jit_compile": bool(model.jit_compile),
+        # Keras silently compiles without XLA when a layer declares supports_jit=False: name them.
+        "layers_without_jit": sorted(f"{type(layer).__name__} ({layer.name})" for layer in model._flatten_layers()
+                                     if not getattr(layer, "supports_jit", True)),
+        "policy": keras.mixed_precision.global_policy().name, "peak_rss_mb": _peak_rss_mb(),
+        "encoder_parameters": int(model.encoder.count_params()),
+    })
+    for line in sys.stdin:
+        command = line.split()
+        if not command or command[0] == "quit":
+            return 0
+        _, feed, steps = command
+        steps = int(steps)
+        cpu_before, load_before = _cpu_seconds(), os.getloadavg()
+        started = time.perf_counter()
+        try:
+            loss = run_steps(feed, steps)
+        except Exception as error:
+            _send("FAILED", describe_failure(error))
+            return 1
+        seconds = time.perf_counter() - started
+        _send("RESULT", {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_before, "load_before": load_before,
+                         "load_after": os.getloadavg(), "work": steps * args.batch_size, "unit": "images/s",
+                         "loss": loss, "traces": traces["count"], "steps": steps})
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Parent process: data, workers, rounds, summary.
+# ----------------------------------------------------------------------------------------------
+
+class Worker:
+    """A worker subprocess speaking the line protocol (BENCH READY/RESULT/FAILED {json})."""
+
+    def __init__(self, variant: Variant, settings: dict, log_path: pathlib.Path):
+        self.variant = variant
+        self.log_path = log_path
+        self.ready: Optional[dict] = None
+        self.failure: Optional[dict] = None
+        spec = json.dumps(dataclasses.asdict(variant))
+        command = [sys.executable, "-m", "bench.throughput", "--worker", spec]
+        for key in ("batch_size", "image_size", "width", "seed", "warmup_steps", "memory_images", "tfrecords",
+                    "probe_seconds"):
+            command += [f"--{key.replace('_', '-')}", str(settings[key])]
+        if settings["quick"]:
+            command.append("--quick")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
+        self._log = open(log_path, "w")
+        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self._log, text=True, env=env, bufsize=1)
+
+    def _read(self) -> Tuple[str, dict]:
+        for line in self.process.stdout:
+            if line.startswith(PROTOCOL_PREFIX):
+                kind, _, payload = line[len(PROTOCOL_PREFIX):].partition(" ")
+                return kind, json.loads(payload)
+        self.process.wait()
+        return "FAILED", {"error_type": "WorkerExit", "error": f"worker exited with code {self.process.returncode}; "
+                          f"stderr tail:\n{self._stderr_tail()}", "xla_unsupported_ops": [],
+                          "ops_without_kernel": []}
+
+    def _stderr_tail(self, characters: int = 3000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+    def wait_ready(self) -> bool:
+        kind, payload = self._read()
+        if kind == "READY":
+            self.ready = payload
+            return True
+        self.failure = payload
+        self.stop()
+        return False
+
+    def measure(self, feed: str, steps: int) -> Optional[dict]:
+        self.process.stdin.write(f"run {feed} {steps}\n")
+        self.process.stdin.flush()
+        kind, payload = self._read()
+        if kind == "RESULT":
+            return payload
+        self.failure = payload
+        self.stop()
+        return None
+
+    def request_quit(self) -> None:
+        """Asks the worker to exit, without waiting."""
+        if self.process.poll() is None and not self.process.stdin.closed:
+            try:
+                self.process.stdin.write("quit\n")
+                self.process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def stop(self) -> None:
+        """Asks the worker to exit and waits for it (killing this worker only if it does not exit in 60 s)."""
+        self.request_quit()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+def machine_info() -> dict:
+    cpuinfo = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
+    flag_set = set(flags.group(1).split()) if flags else set()
+    interesting = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "avx_vnni")
+    try:
+        memory_kb = int(re.search(r"MemTotal:\s*(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1))
+    except (OSError, AttributeError):
+        memory_kb = 0
+    return {
+        "hostname": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpu_model": model.group(1).strip() if model else platform.processor(),
+        "cpu_flags": {flag: flag in flag_set for flag in interesting},
+        "memory_gib": round(memory_kb / 1024 ** 2, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def summarize(values: List[float]) -> dict:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
+
+
+def round_orders(items: List[Tuple[str, str]], rounds: int) -> List[List[Tuple[str, str]]]:
+    """Round r runs the items rotated by r positions, reversed on odd rounds (so no item always follows another)."""
+    orders = []
+    for index in range(rounds):
+        shift = index % len(items)
+        order = items[shift:] + items[:shift]
+        orders.append(order[::-1] if index % 2 else order)
+    return orders
+
+
+def compute_ratios(measurements: List[dict], pairs: List[Tuple[Tuple[str, str], Tuple[str, str]]],
+                   field: str = "rate") -> Dict[str, dict]:
+    """For each (numerator, denominator) pair: per-round ratios of `field`, and their min/median/max.
+
+    `field` is "rate" (per wall-clock second) or "rate_per_cpu_second" (per CPU-second of the measured
+    worker: far less sensitive to other processes taking cores, since this machine has no SMT).
+    """
+    rates = {(m["round"], m["variant"], m["feed"]): m[field] for m in measurements}
+    ratios = {}
+    for numerator, denominator in pairs:
+        per_round = [
+            rates[(r, *numerator)] / rates[(r, *denominator)]
+            for r in sorted({m["round"] for m in measurements})
+            if (r, *numerator) in rates and (r, *denominator) in rates
+        ]
+        if per_round:
+            key = f"{numerator[0]}[{numerator[1]}] / {denominator[0]}[{denominator[1]}]"
+            ratios[key] = {**summarize(per_round), "per_round": per_round}
+    return ratios
+
+
+def ratio_pairs(measured: List[Tuple[str, str]]) -> List[Tuple[Tuple[str, str], Tuple[str, str]]]:
+    """Which ratios to report, among the (variant, feed) pairs that were measured.
+
+    * every train step fed from memory / the keras-io reference step (ours / reference);
+    * fed from TFRecords / fed from memory, same variant (1.0: the input pipeline costs nothing);
+    * a fast path / the same method in float32 without XLA, same feed (the speed-up);
+    * step / augmentation only, same variant: the share of the step's time spent making the two views;
+    * bfloat16 / float32 of each micro-benchmark.
+    """
+    present = set(measured)
+    pairs = []
+    for item in measured:
+        if item != BASELINE and item[1] == MEMORY and BASELINE in present:
+            pairs.append((item, BASELINE))
+    for name, feed in measured:
+        if feed == TFRECORD and (name, MEMORY) in present:
+            pairs.append(((name, TFRECORD), (name, MEMORY)))
+    for name, feed in measured:
+        method = name.split("+")[0]
+        if feed in (MEMORY, TFRECORD, AUGMENT_ONLY) and method != name and (method, feed) in present:
+            pairs.append(((name, feed), (method, feed)))
+    for name, feed in measured:
+        if feed == AUGMENT_ONLY and (name, MEMORY) in present:
+            pairs.append(((name, MEMORY), (name, AUGMENT_ONLY)))
+    for op in ("matmul", "conv", "conv_grad"):
+        if (("probe", f"{op}_bfloat16") in present) and (("probe", f"{op}_float32") in present):
+            pairs.append((("probe", f"{op}_bfloat16"), ("probe", f"{op}_float32")))
+    return pairs
+
+
+def format_report(result: dict) -> str:
+    lines = []
+    machine = result["machine"]
+    lines.append(f"selfsup throughput benchmark, {result['date']} on {machine['hostname']}: {machine['nproc']} CPUs, "
+                 f"{machine['cpu_model']}, TF {result.get('tensorflow')}, Keras {result.get('keras')}")
+    flags = ", ".join(f"{flag}={'yes' if present else 'no'}" for flag, present in machine["cpu_flags"].items())
+    lines.append(f"CPU flags: {flags}")
+    settings = result["settings"]
+    lines.append(f"batch {settings['batch_size']}, {settings['image_size']}x{settings['image_size']} images, "
+                 f"width {settings['width']}, {settings['rounds']} rounds x {settings['steps']} steps"
+                 f"{' (QUICK smoke mode: not a measurement)' if settings['quick'] else ''}")
+    lines.append("")
+    header = (f"{'variant':<26}{'feed':<17}{'rate min':>10}{'median':>10}{'max':>10}  {'unit':<9}"
+              f"{'per CPU-s':>10}{'1st step s':>11}{'retraces':>9}  {'XLA':<6}{'policy':<15}")
+    lines.append(header)
+    lines.append("-" * len(header))
+    for variant in result["variants"]:
+        name = variant["name"]
+        if variant["status"] != "ok":
+            ops = variant["failure"].get("xla_unsupported_ops") or variant["failure"].get("ops_without_kernel")
+            reason = f"unsupported ops: {', '.join(ops)}" if ops else variant["failure"]["error"].splitlines()[0][:90]
+            lines.append(f"{name:<26}FAILED ({variant['failure']['error_type']}): {reason}")
+            continue
+        for feed in variant["feeds"]:
+            stats = result["summary"].get(f"{name}[{feed}]")
+            if not stats:
+                continue
+            first = variant["first_step_seconds"].get(feed, 0.0)
+            # "off!": XLA was asked for (jit_compile=True) but Keras compiled without it.
+            xla = "yes" if variant.get("jit_compile") else ("off!" if variant.get("xla") else "no")
+            lines.append(
+                f"{name:<26}{feed:<17}{stats['rate']['min']:>10.1f}{stats['rate']['median']:>10.1f}"
+                f"{stats['rate']['max']:>10.1f}  {stats['unit']:<9}{stats['rate_per_cpu_second']['median']:>10.1f}"
+                f"{first:>11.1f}{str(variant.get('retraces_while_measured')):>9}  {xla:<6}"
+                f"{str(variant.get('policy')):<15}"
+            )
+    refused = [variant for variant in result["variants"] if variant.get("xla") and variant["status"] == "ok"
+               and not variant.get("jit_compile")]
+    for variant in refused:
+        layers = ", ".join(variant.get("layers_without_jit") or []) or "see the worker log"
+        lines.append(f"XLA off! {variant['name']}: jit_compile=True was refused by Keras (layers with "
+                     f"supports_jit=False: {layers}); it ran without XLA")
+    lines.append("")
+    lines.append(f"{'ratio (same round)':<62}{'per wall-clock second':>24}   {'per CPU-second':>24}")
+    lines.append(f"{'':<62}{'min':>8}{'median':>8}{'max':>8}   {'min':>8}{'median':>8}{'max':>8}")
+    per_cpu = result.get("ratios_per_cpu_second", {})
+    for key, stats in result["ratios"].items():
+        cpu = per_cpu.get(key)
+        cpu_text = f"{cpu['min']:>8.2f}{cpu['median']:>8.2f}{cpu['max']:>8.2f}" if cpu else ""
+        lines.append(f"{key:<62}{stats['min']:>8.2f}{stats['median']:>8.2f}{stats['max']:>8.2f}   {cpu_text}")
+    load = result["load"]
+    lines.append("")
+    lines.append(f"load average (1 min) during the measurements: min {load['min']:.2f}, median {load['median']:.2f}, "
+                 f"max {load['max']:.2f} on {machine['nproc']} CPUs; CPU share of the measured worker: median "
+                 f"{result['cpu_share']['median']:.2f} cores")
+    return "\n".join(lines)
+
+
+def steps_for(worker: "Worker", feed: str, steps: int, max_seconds: float) -> int:
+    """`steps`, or fewer (at least 3) when the warm-up says they would take longer than `max_seconds`."""
+    step_seconds = (worker.ready.get("step_seconds") or {}).get(feed)
+    if not step_seconds:
+        return steps
+    return max(min(steps, 3), min(steps, int(max_seconds / step_seconds)))
+
+
+def retraces(name: str, ready: Optional[dict], measurements: List[dict]) -> Optional[int]:
+    """How often the train step was traced again after warm-up (0: no Python work per step)."""
+    counts = [m["traces"] for m in measurements if m["variant"] == name and m.get("traces") is not None]
+    if not ready or ready.get("traces") is None or not counts:
+        return None
+    return max(counts) - ready["traces"]
+
+
+def output_path(output: str, prefix: str = "selfsup_throughput") -> pathlib.Path:
+    """`output` if it names a .json file, else a new time-stamped file in the folder `output`."""
+    path = pathlib.Path(output)
+    if path.suffix == ".json":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    return path / f"{prefix}_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
+
+
+def parent_main(args) -> int:
+    from bench import data_prep
+
+    started = time.time()
+    quick = args.quick
+    settings = {
+        "batch_size": args.batch_size or (32 if quick else 256),
+        "image_size": 32,
+        "width": args.width or (16 if quick else 128),
+        "seed": args.seed,
+        "warmup_steps": 0 if quick else args.warmup_steps,
+        "memory_images": 64 if quick else 2048,
+        "probe_seconds": 0.2 if quick else args.probe_seconds,
+        "quick": quick,
+    }
+    steps = min(args.steps, 2) if quick else args.steps
+    rounds = min(args.rounds, 2) if quick else args.rounds
+    tfrecord_images = args.tfrecord_images or (64 if quick else 2048)
+    variants = QUICK_VARIANTS if quick else FULL_VARIANTS
+    if args.variants:
+        wanted = args.variants.split(",")
+        known = {variant.name: variant for variant in ALL_VARIANTS}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise SystemExit(f"unknown variants {unknown}; known: {sorted(known)}")
+        variants = tuple(known[name] for name in wanted)
+
+    cache_dir = pathlib.Path(args.cache_dir)
+    if args.tfrecords:
+        tfrecords = args.tfrecords
+        print(f"[bench] TFRecords: {tfrecords} (given)", flush=True)
+    else:
+        source = pathlib.Path(args.data) if args.data else data_prep.cifar_folder(cache_dir)
+        print(f"[bench] TFRecords: {tfrecord_images} unlabeled images of {source} (ingested with selfsup's ingest "
+              f"once, cached in {cache_dir})", flush=True)
+        tfrecords = data_prep.cached_unlabeled_tfrecords(source, cache_dir, tfrecord_images)
+    settings["tfrecords"] = tfrecords
+    log_dir = cache_dir / "worker_logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    print(f"[bench] starting {len(variants)} workers (build, compile, warm up); logs in {log_dir}", flush=True)
+    workers = []
+    for index, variant in enumerate(variants):
+        # At most two workers build and compile at a time (nothing is measured yet).
+        if index >= 2:
+            workers[index - 2].wait_ready()
+        workers.append(Worker(variant, settings, log_dir / f"{variant.name}.log"))
+    for worker in workers:
+        if worker.ready is None and worker.failure is None:
+            worker.wait_ready()
+    for worker in workers:
+        state = "ready" if worker.ready else f"FAILED: {worker.failure['error'].splitlines()[0][:200]}"
+        print(f"[bench]   {worker.variant.name}: {state}", flush=True)
+
+    live = [worker for worker in workers if worker.ready]
+    items = [(worker.variant.name, feed) for worker in live for feed in worker.variant.feeds]
+    by_name = {worker.variant.name: worker for worker in workers}
+    measurements = []
+    for round_index, order in enumerate(round_orders(items, rounds)):
+        for name, feed in order:
+            worker = by_name[name]
+            if worker.failure:
+                continue
+            time.sleep(0.0 if quick else args.pause)  # let the previous worker's prefetch threads go idle
+            result = worker.measure(feed, steps_for(worker, feed, steps, args.max_seconds))
+            if result is None:
+                print(f"[bench] round {round_index + 1}: {name}[{feed}] FAILED", flush=True)
+                continue
+            rate = result["work"] / result["seconds"]
+            measurement = {"round": round_index, "variant": name, "feed": feed, "rate": rate,
+                           "rate_per_cpu_second": result["work"] / max(result["cpu_seconds"], 1e-9), **result}
+            measurements.append(measurement)
+            print(f"[bench] round {round_index + 1}/{rounds} {name:<24} {feed:<16} {rate:9.1f} {result['unit']:<9} "
+                  f"cpu {result['cpu_seconds'] / result['seconds']:.2f} cores, load {result['load_before'][0]:.2f}",
+                  flush=True)
+    for worker in workers:  # ask every worker to quit first, then wait: they shut down in parallel
+        worker.request_quit()
+    for worker in workers:
+        worker.stop()
+
+    summary = {}
+    for name, feed in items:
+        rows = [m for m in measurements if m["variant"] == name and m["feed"] == feed]
+        if rows:
+            summary[f"{name}[{feed}]"] = {
+                "unit": rows[0]["unit"],
+                "rate": summarize([m["rate"] for m in rows]),
+                "rate_per_cpu_second": summarize([m["rate_per_cpu_second"] for m in rows]),
+                "loss_last": rows[-1]["loss"],
+            }
+    loads = [m["load_before"][0] for m in measurements] + [m["load_after"][0] for m in measurements]
+    any_ready = next((worker.ready for worker in workers if worker.ready and worker.ready.get("keras")), {})
+    result = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
+        "machine": machine_info(),
+        "tensorflow": any_ready.get("tensorflow"),
+        "keras": any_ready.get("keras"),
+        "settings": {**settings, "steps": steps, "rounds": rounds, "tfrecord_images": tfrecord_images},
+        "variants": [
+            {**dataclasses.asdict(worker.variant), "status": "ok" if worker.ready and not worker.failure else "failed",
+             "failure": worker.failure, **(worker.ready or {}),
+             "retraces_while_measured": retraces(worker.variant.name, worker.ready, measurements)}
+            for worker in workers
+        ],
+        "measurements": measurements,
+        "summary": summary,
+        "ratios": compute_ratios(measurements, ratio_pairs(items)),
+        "ratios_per_cpu_second": compute_ratios(measurements, ratio_pairs(items), "rate_per_cpu_second"),
+        "load": summarize(loads) if loads else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
+        "cpu_share": summarize([m["cpu_seconds"] / m["seconds"] for m in measurements]) if measurements
+        else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
+        "wall_seconds": time.time() - started,
+    }
+    path = output_path(args.output)
+    path.write_text(json.dumps(result, indent=2))
+    print()
+    print(format_report(result))
+    print(f"\n[bench] results: {path} ({result['wall_seconds']:.0f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="measurement rounds (default 3)")
+    parser.add_argument("--steps", type=int, default=20, help="training steps per measurement (default 20)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke mode: tiny model and batch, 2 variants, <= 2 rounds x 2 steps (not a measurement)")
+    parser.add_argument("--output", default="/tmp", help="JSON file (*.json) or folder for it (default /tmp)")
+    parser.add_argument("--variants", help=f"comma-separated subset of: "
+                                           f"{', '.join(variant.name for variant in ALL_VARIANTS)} (default: the first "
+                                           f"{len(FULL_VARIANTS)})")
+    parser.add_argument("--data", help="unpacked cifar10-ssl folder (default: extracted into --cache-dir)")
+    parser.add_argument("--cache-dir", default="/tmp/selfsup_bench",
+                        help="extracted dataset, cached TFRecords and worker logs (default /tmp/selfsup_bench)")
+    parser.add_argument("--tfrecord-images", type=int, default=0, help="unlabeled images ingested (default 2048)")
+    parser.add_argument("--tfrecords", help="use these gzipped tf.Example TFRecords (e.g. an ImageExampleGen "
+                                            "'Split-unlabeled/*' pattern) instead of ingesting a sample")
+    parser.add_argument("--batch-size", type=int, default=0, help="default 256 (32 with --quick)")
+    parser.add_argument("--width", type=int, default=0, help="encoder width, default 128 (16 with --quick)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--warmup-steps", type=int, default=3, help="steps run after compiling, before measuring")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds of idle between measurements")
+    parser.add_argument("--max-seconds", type=float, default=30.0,
+                        help="a slow variant runs fewer steps (at least 3) so that a measurement takes about this long")
+    parser.add_argument("--probe-seconds", type=float, default=1.5, help="length of one micro-benchmark measurement")
+    parser.add_argument("--report", help="print the table of a JSON file written earlier, and exit")
+    # Worker mode (internal).
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--image-size", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-images", type=int, default=2048, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        return worker_main(args)
+    if args.report:
+        result = json.loads(pathlib.Path(args.report).read_text())
+        items = sorted({(m["variant"], m["feed"]) for m in result["measurements"]},
+                       key=[(m["variant"], m["feed"]) for m in result["measurements"]].index)
+        result["ratios"] = compute_ratios(result["measurements"], ratio_pairs(items))
+        result["ratios_per_cpu_second"] = compute_ratios(result["measurements"], ratio_pairs(items),
+                                                         "rate_per_cpu_second")
+        print(format_report(result))
+        return 0
+    return parent_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
