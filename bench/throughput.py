@@ -146,15 +146,6 @@ def _build_model(variant: Variant, batch_size: int, image_size: int, width: int,
     steps_per_epoch = max(1, 20_000 // batch_size)  # as for the 20,000 unlabeled cifar10-ssl images
     augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
     model = build_method(config, make_encoder(), augmenter, False, make_encoder, steps_per_epoch)
-    # As trainer.run.build_method_variables: build the heads before fit (these models have no call()).
-    feature_dim = model.encoder.output.shape[-1]
-    heads = [(model.projection_head, feature_dim)]
-    if hasattr(model, "predictor"):
-        heads.append((model.predictor, config.projection_dim))
-    for head, input_dim in heads:
-        if not head.built:
-            head.build((None, input_dim))
-    model.built = True
     optimizer = build_optimizer(config.optimizer, config.pretrain_learning_rate, config.weight_decay,
                                 config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch)
     # "auto" is what `selfsup run` compiles with (Keras turns XLA off on CPU-only machines).

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 
-def write_digits_dataset(root: str, labeled_per_class: int = 10, test_per_class: int = 30, seed: int = 0) -> dict:
+def write_digits_dataset(root: str, labeled_per_class: int = 5, test_per_class: int = 30, seed: int = 0) -> dict:
     """Writes the digits into `root` (created if missing); returns the number of images per split."""
     from sklearn.datasets import load_digits
 

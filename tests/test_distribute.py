@@ -25,13 +25,13 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.image_example_gen.ingest import ingest
-from trainer import checkpoints, distribute, run
+from trainer import checkpoints, distribute, keras_fixes, run
 from trainer.encoders import build_encoder
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
 from trainer.monitors import NanLossError
 
-TINY_MODEL = dict(encoder="small_cnn", encoder_width=8, image_size=16, projection_dim=8, projection_hidden_dim=8,
+TINY_MODEL = dict(encoder="small_cnn", encoder_width=8, image_size=32, projection_dim=8, projection_hidden_dim=8,
                   predictor_hidden_dim=4)
 # Pretraining reads 48 images (24 unlabeled + 24 train): 3 steps of 16 per epoch.
 TINY_TRAINING = dict(TINY_MODEL, method="simclr", batch_size=16, finetune_batch_size=19, linear_epochs=1,
@@ -177,7 +177,7 @@ def small_regression_model():
 def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, capsys):
     features = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
     targets = features @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
-    backup_dir = str(tmp_path / "backup")
+    backup_dir = str(tmp_path / "backup" / "key")
 
     model = small_regression_model()
     uninterrupted = model.fit(features, targets, epochs=4, batch_size=8, verbose=0, shuffle=False).history["loss"]
@@ -206,7 +206,7 @@ def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, cap
                           callbacks=[checkpoints.EpochBackup(backup_dir, backup_dir, "regression")])
     assert completed.epoch == [0, 1, 2, 3] and "resuming regression at epoch 4" in capsys.readouterr().out
     checkpoints.remove_backup(backup_dir)
-    assert not os.path.exists(backup_dir)
+    assert os.listdir(tmp_path) == []  # the emptied backup folder is removed too
 
 
 # --- MirroredStrategy (two logical CPUs) against the default strategy --------------------------------
@@ -222,42 +222,46 @@ def two_cpu_strategy():
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
+    keras_fixes.fix_keras_under_strategies()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 1_000_000)
         return tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
 
 
-def one_training_step(strategy, config, images, initial_weights=None):
-    """Builds the method under `strategy` (identity augmentation), trains one step on `images`.
+def build_ssl_model(strategy, config, num_classes=None):
+    """The configured method with identity augmentation, built under `strategy` from the seed."""
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
+        model = build_method(config, encoder, keras.layers.Identity(), False, make_encoder=None, steps_per_epoch=1,
+                             num_classes=num_classes)
+    return model
+
+
+def one_training_step(strategy, config, batch, initial_weights, num_classes=None):
+    """Trains one step on `batch` (images, or images and labels) from `initial_weights`.
 
     Returns:
       (model, loss): the model after the step and the step's loss.
     """
-    keras.utils.set_random_seed(config.seed)
+    model = build_ssl_model(strategy, config, num_classes)
     with strategy.scope():
-        encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
-        model = build_method(config, encoder, keras.layers.Identity(), False, make_encoder=None, steps_per_epoch=1)
-        run.build_method_variables(model, config)
-        if initial_weights is not None:
-            model.set_weights(initial_weights)
+        model.set_weights(initial_weights)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(len(images))
-    history = model.fit(dataset, epochs=1, verbose=0)
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
     return model, history.history["loss"][0]
 
 
-def mirrored_and_default_steps(strategy, config):
-    images = np.random.default_rng(0).random((8, config.image_size, config.image_size, 3)).astype("float32")
-    keras.utils.set_random_seed(config.seed)
-    with tf.distribute.get_strategy().scope():
-        encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
-    initial = build_method(config, encoder, keras.layers.Identity(), False, make_encoder=None, steps_per_epoch=1)
-    run.build_method_variables(initial, config)
-    initial_weights = initial.get_weights()
-    default_model, default_loss = one_training_step(tf.distribute.get_strategy(), config, images, initial_weights)
-    mirrored_model, mirrored_loss = one_training_step(strategy, config, images, initial_weights)
+def mirrored_and_default_steps(strategy, config, num_classes=None):
+    """One step on the same global batch of 8 under the default strategy and under `strategy`."""
+    generator = np.random.default_rng(0)
+    images = generator.random((8, config.image_size, config.image_size, 3)).astype("float32")
+    batch = (images, generator.integers(0, num_classes, size=8)) if num_classes else images
+    initial_weights = build_ssl_model(tf.distribute.get_strategy(), config, num_classes).get_weights()
+    default = one_training_step(tf.distribute.get_strategy(), config, batch, initial_weights, num_classes)
+    mirrored = one_training_step(strategy, config, batch, initial_weights, num_classes)
     assert strategy.num_replicas_in_sync == 2
-    return initial_weights, (default_model, default_loss), (mirrored_model, mirrored_loss)
+    return initial_weights, default, mirrored
 
 
 def assert_same_step(initial_weights, default, mirrored):
@@ -273,9 +277,12 @@ def assert_same_step(initial_weights, default, mirrored):
 
 
 def test_simclr_step_under_mirrored_strategy_matches_default_strategy(two_cpu_strategy):
-    """NT-Xent gathers the negatives of both replicas; BatchNorm of the projection head is synchronised."""
+    """NT-Xent gathers the negatives of both replicas; BatchNorm of the projection head is synchronised.
+
+    The batch has labels, so the online linear probe trains too.
+    """
     config = TrainingConfig(method="simclr", sync_batch_norm=True, **TINY_MODEL)
-    assert_same_step(*mirrored_and_default_steps(two_cpu_strategy, config))
+    assert_same_step(*mirrored_and_default_steps(two_cpu_strategy, config, num_classes=3))
 
 
 def test_simsiam_step_under_mirrored_strategy_matches_default_strategy(two_cpu_strategy):
@@ -288,6 +295,28 @@ def test_simsiam_without_sync_batch_norm_normalises_each_replica_alone(two_cpu_s
     config = TrainingConfig(method="simsiam", sync_batch_norm=False, **TINY_MODEL)
     _, (_, default_loss), (_, mirrored_loss) = mirrored_and_default_steps(two_cpu_strategy, config)
     assert abs(mirrored_loss - default_loss) > 1e-4
+
+
+def test_classifier_trains_on_batches_that_do_not_split_evenly(two_cpu_strategy):
+    """Global batches of 7 (4 + 3 per replica) and a last batch of 5; see trainer/keras_fixes.py."""
+    keras.utils.set_random_seed(0)
+    with two_cpu_strategy.scope():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    generator = np.random.default_rng(0)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        (generator.normal(size=(19, 3)).astype("float32"), generator.integers(0, 2, size=19))
+    ).batch(7)
+    history = model.fit(dataset, validation_data=dataset, epochs=2, verbose=0).history
+    assert np.all(np.isfinite(history["loss"] + history["val_loss"]))
+
+
+def test_pretraining_batch_must_split_evenly_over_the_replicas(two_cpu_strategy):
+    config = TrainingConfig(batch_size=9, **TINY_MODEL)
+    with pytest.raises(ValueError, match="'training.batch_size': 9 does not split evenly over the 2 replicas"):
+        run.pretrain(config, two_cpu_strategy, encoder=None, examples_uri="unused", sizes={"unlabeled": 90, "train": 9},
+                     class_names=["a", "b"], log_dir="unused", backup=None)
 
 
 # --- The whole Trainer on a tiny ingested dataset ----------------------------------------------------
@@ -327,22 +356,24 @@ def trainer_arguments(trainer_folder, execution_id, examples_uri, **training):
     )
 
 
-def start_trainer(arguments, environment=None):
-    return subprocess.Popen(
-        [sys.executable, "-c", RUN_TRAINER, json.dumps(arguments)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(environment or {})),
-    )
+def start_trainer(arguments, log_path, environment=None):
+    """Runs the Trainer in a new process whose output goes to `log_path` (a pipe could fill up and block it)."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", RUN_TRAINER, json.dumps(arguments)], stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(environment or {})),
+        )
 
 
-def finish(process):
+def finish(process, log_path):
     """Waits for the process (killing it after the timeout) and returns (exit code, output)."""
     try:
-        output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT_SECONDS)
+        process.wait(timeout=SUBPROCESS_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         process.kill()
-        output, _ = process.communicate()
-    return process.returncode, output
+        process.wait()
+    with open(log_path) as log:
+        return process.returncode, log.read()
 
 
 def assert_loads_and_classifies(serving_model_dir, examples_uri):
@@ -363,8 +394,9 @@ def test_two_workers_train_and_only_the_chief_exports(examples_uri, tmp_path):
         temporary = tmp_path / f"worker-{index}-tmp"
         temporary.mkdir()
         tf_config_value = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(start_trainer(arguments, {"TF_CONFIG": tf_config_value, "TMPDIR": str(temporary)}))
-    results = [finish(process) for process in processes]
+        processes.append(start_trainer(arguments, tmp_path / f"worker-{index}.log",
+                                       {"TF_CONFIG": tf_config_value, "TMPDIR": str(temporary)}))
+    results = [finish(process, tmp_path / f"worker-{index}.log") for index, process in enumerate(processes)]
     for index, (code, output) in enumerate(results):
         assert code == 0, f"worker {index}:\n{output[-5000:]}"
         assert re.search(r"distribution strategy: multi_worker \(\w+\), replicas: 2", output)
@@ -378,7 +410,7 @@ def test_two_workers_train_and_only_the_chief_exports(examples_uri, tmp_path):
     assert len(history["pretrain/loss"]) == 2 and len(history["pretrain/knn_accuracy"]) == 2
     assert len(history["linear/loss"]) == 1 and len(history["finetune/val_accuracy"]) == 1
     assert {"pretrain", "finetune"} <= set(os.listdir(trainer_folder / "model_run" / "1"))
-    assert not os.path.exists(trainer_folder / "backup") or not os.listdir(trainer_folder / "backup")
+    assert not os.path.exists(trainer_folder / checkpoints.BACKUP_FOLDER)
 
 
 def test_killed_trainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
@@ -388,12 +420,12 @@ def test_killed_trainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
     backup_dir = checkpoints.backup_root(first["model_run_dir"], examples_uri, first["custom_config"])
     pretraining_metadata = os.path.join(backup_dir, "pretraining-fit-1", checkpoints.METADATA_FILE)
 
-    process = start_trainer(first)
+    process = start_trainer(first, tmp_path / "first.log")
     deadline = time.monotonic() + SUBPROCESS_TIMEOUT_SECONDS
     while not os.path.exists(pretraining_metadata) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
-    code, output = finish(process)
+    code, output = finish(process, tmp_path / "first.log")
     assert code == -signal.SIGKILL, output[-3000:]
     with open(pretraining_metadata) as handle:
         saved_epoch = json.load(handle)["epoch"]
@@ -402,16 +434,16 @@ def test_killed_trainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
 
     # TFX starts the retry as a new execution, with new artifact folders.
     retry = trainer_arguments(trainer_folder, 2, examples_uri, **training)
-    code, output = finish(start_trainer(retry))
+    code, output = finish(start_trainer(retry, tmp_path / "retry.log"), tmp_path / "retry.log")
     assert code == 0, output[-5000:]
     resumed_epoch = int(re.search(r"\[selfsup\] resuming pretraining at epoch (\d+)", output).group(1))
-    assert resumed_epoch >= saved_epoch
+    assert resumed_epoch == saved_epoch
     assert f"Epoch {resumed_epoch + 1}/{training['pretrain_epochs']}" in output
     assert f"Epoch {resumed_epoch}/{training['pretrain_epochs']}" not in output
     assert_loads_and_classifies(retry["serving_model_dir"], examples_uri)
     with open(trainer_folder / "model" / "2" / run.HISTORY_FILE) as handle:
         assert len(json.load(handle)["history"]["pretrain/loss"]) == training["pretrain_epochs"]
-    assert not os.path.exists(backup_dir)
+    assert not os.path.exists(trainer_folder / checkpoints.BACKUP_FOLDER)
 
 
 def test_nan_loss_fails_the_trainer_and_exports_nothing(examples_uri, tmp_path):

@@ -47,9 +47,12 @@ def backup_root(model_run_dir: str, examples_uri: str, custom_config: Dict[str, 
 
 
 def remove_backup(backup_dir: str) -> None:
-    """Deletes a completed run's backups (nothing happens if the folder does not exist)."""
+    """Deletes a completed run's backups, and the `backup` folder above them once it is empty."""
     if tf.io.gfile.exists(backup_dir):
         tf.io.gfile.rmtree(backup_dir)
+    backups = os.path.dirname(backup_dir.rstrip("/"))
+    if tf.io.gfile.isdir(backups) and not tf.io.gfile.listdir(backups):
+        tf.io.gfile.rmtree(backups)
 
 
 def _history_of(epoch_logs: List[Dict[str, float]]) -> Dict[str, List[float]]:

@@ -75,24 +75,31 @@ def _records(file_patterns: Sequence[str], shuffle: bool, seed: int) -> tf.data.
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         cycle_length=4,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=True,  # the same order on every worker, so DATA sharding splits each global batch exactly
     )
 
 
 def image_dataset(
-    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True,
+    with_labels: bool = False,
 ) -> tf.data.Dataset:
-    """Images only (labels dropped): batches of (batch_size, H, W, 3) float32, full batches only.
+    """Batches of images (batch_size, H, W, 3) float32 for pretraining, full batches only; with
+    `with_labels`, (images, labels (batch_size,) int64) with -1 for unlabeled images.
 
     Streams from the files; shuffles within a 10,000-image buffer.
     """
     records = _records(file_patterns, shuffle, seed)
     if shuffle:
         records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+
+    def decode(batch: tf.Tensor):
+        features = parse_examples(batch)
+        images = decode_image_batch(features[IMAGE_FEATURE], image_size)
+        return (images, features[LABEL_FEATURE]) if with_labels else images
+
     return (
         records.batch(batch_size, drop_remainder=True)
-        .map(lambda batch: decode_image_batch(parse_examples(batch)[IMAGE_FEATURE], image_size),
-             num_parallel_calls=tf.data.AUTOTUNE)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 

@@ -16,7 +16,8 @@ import tempfile
 from typing import Dict, Iterator, Optional
 
 import tensorflow as tf
-from keras.src.backend.tensorflow import trainer as keras_tensorflow_trainer
+
+from trainer import keras_fixes
 
 
 def _tf_config() -> dict:
@@ -81,7 +82,11 @@ def build_strategy(strategy: str, tpu_address: Optional[str] = None) -> tf.distr
       ValueError: an unknown strategy name.
     """
     name = choose_strategy_name(strategy, tpu_address, len(tf.config.list_physical_devices("GPU")), worker_count())
-    chosen = tf.distribute.get_strategy() if name == "default" else _create_strategy(name, tpu_address)
+    if name == "default":
+        chosen = tf.distribute.get_strategy()
+    else:
+        keras_fixes.fix_keras_under_strategies()
+        chosen = _create_strategy(name, tpu_address)
     message = (f"[selfsup] distribution strategy: {name} ({type(chosen).__name__}), "
                f"replicas: {chosen.num_replicas_in_sync}")
     logging.info(message)
@@ -103,7 +108,6 @@ def _create_strategy(name: str, tpu_address: Optional[str]) -> tf.distribute.Str
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
-        _reduce_scalars_without_axis_under_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
@@ -111,31 +115,6 @@ def _create_strategy(name: str, tpu_address: Optional[str]) -> tf.distribute.Str
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"config key 'training.strategy': unknown strategy {name!r}")
-
-
-def _reduce_scalars_without_axis_under_multi_worker() -> None:
-    """Works around Keras 3 failing every `fit` under MultiWorkerMirroredStrategy with several workers.
-
-    Keras' `reduce_per_replica` averages what a train or test step returns with
-    `strategy.reduce("MEAN", value, axis=0)`, which fails on scalars ("Invalid reduction dimension 0
-    for input with 0 dimensions", tensorflow/tensorflow#72388), and metric results are scalars. The
-    replacement averages scalars over the replicas (axis=None) and leaves everything else to Keras.
-    """
-    original = keras_tensorflow_trainer.reduce_per_replica
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction not in ("auto", "mean") or not keras_tensorflow_trainer._collective_all_reduce_multi_worker(
-            strategy
-        ):
-            return original(values, strategy, reduction)
-
-        def mean(value):
-            is_scalar = strategy.experimental_local_results(value)[0].shape.rank == 0
-            return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None if is_scalar else 0)
-
-        return tf.nest.map_structure(mean, values)
-
-    keras_tensorflow_trainer.reduce_per_replica = reduce_per_replica
 
 
 def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
@@ -177,5 +156,10 @@ def writable_folders(**chief_folders: str) -> Iterator[Dict[str, str]]:
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
-    """Returns on every worker only once all workers have reached it (an all-reduce of one number)."""
+    """Returns on every worker only once all workers have reached it (an all-reduce of one number).
+
+    Does nothing without several workers in TF_CONFIG.
+    """
+    if worker_count() <= 1:
+        return
     strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)

@@ -80,6 +80,21 @@ class SelfSupervisedModel(keras.Model):
         """(B, H, W, 3) -> (N, D) SSL inputs."""
         return self.frames(self.encoder(images, training=training))
 
+    def build_heads(self) -> None:
+        """Creates the heads' (and the probe's) variables and marks the model built.
+
+        Under a distribution strategy Keras builds a model by calling it symbolically, which these
+        train-only models (no `call`) do not support, and restoring a backup needs the variables.
+        The encoder is a functional model, built already. Runs inside the caller's strategy scope.
+        """
+        feature_dim = self.encoder.output.shape[-1]
+        heads = [(self.projection_head, feature_dim), (getattr(self, "predictor", None), self.config.projection_dim),
+                 (self.probe, feature_dim)]
+        for head, input_dim in heads:
+            if head is not None and not head.built:
+                head.build((None, input_dim))
+        self.built = True
+
     def ssl_loss(self, frames_1: tf.Tensor, frames_2: tf.Tensor, views_1: tf.Tensor,
                  views_2: tf.Tensor) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         """(N, D) online frames of both views (and the views) -> (loss for this replica, metric values)."""
@@ -242,17 +257,21 @@ class BYOL(SelfSupervisedModel):
 
 def build_method(config: TrainingConfig, encoder: keras.Model, augmenter: keras.layers.Layer, is_sequence: bool,
                  make_encoder, steps_per_epoch: int, num_classes: Optional[int] = None) -> SelfSupervisedModel:
-    """The configured method's model; `make_encoder()` builds a fresh encoder (BYOL's target);
-    `num_classes` adds the online linear probe."""
+    """The configured method's model, its variables created (call it inside the strategy's scope).
+
+    `make_encoder()` builds a fresh encoder (BYOL's target); `num_classes` adds the online linear probe.
+    """
     if config.method == "simclr":
-        return SimCLR(encoder, augmenter, config, is_sequence, num_classes, name="simclr")
-    if config.method == "simsiam":
-        return SimSiam(encoder, augmenter, config, is_sequence, num_classes, name="simsiam")
-    if config.method == "byol":
+        model = SimCLR(encoder, augmenter, config, is_sequence, num_classes, name="simclr")
+    elif config.method == "simsiam":
+        model = SimSiam(encoder, augmenter, config, is_sequence, num_classes, name="simsiam")
+    elif config.method == "byol":
         total_steps = max(1, config.pretrain_epochs * steps_per_epoch)
         model = BYOL(encoder, augmenter, config, is_sequence, target_encoder=make_encoder(),
                      total_steps=total_steps, num_classes=num_classes, name="byol")
         model.build_targets((config.image_size, config.image_size, 3))
-        return model
-    raise ValueError(f"config key 'training.method': unknown method {config.method!r}")
+    else:
+        raise ValueError(f"config key 'training.method': unknown method {config.method!r}")
+    model.build_heads()
+    return model
 

@@ -2,7 +2,8 @@
 
 custom_config carries the `training:` config section plus `role`:
 - "candidate": self-supervised pretraining of the encoder on the unlabeled and train images
-  (labels unused), then linear head + whole-network fine-tuning on the train split;
+  (the SSL loss uses no labels; an online linear probe on stop-gradient features reports how
+  linearly separable the train labels are), then linear head + whole-network fine-tuning;
 - "baseline": the same encoder architecture from random weights, trained on the train split
   only, with the same number of fine-tuning epochs.
 Both export the same SavedModel signatures (trainer/export.py) and write `history.json`
@@ -20,10 +21,12 @@ import dataclasses
 import json
 import math
 import os
+import time
 from typing import Any, Dict, List, Tuple
 
 import keras
 import tensorflow as tf
+from absl import logging as absl_logging
 
 from trainer import checkpoints, data, distribute, monitors
 from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
@@ -31,7 +34,7 @@ from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import TrainingConfig
-from trainer.methods import SelfSupervisedModel, build_method
+from trainer.methods import build_method
 from trainer.optimizers import build_optimizer
 
 ROLES = ("candidate", "baseline")
@@ -50,23 +53,6 @@ def _split_sizes(examples_uri: str) -> Dict[str, int]:
     return {split: counts["written"] for split, counts in report["splits"].items()}
 
 
-def build_method_variables(model: SelfSupervisedModel, config: TrainingConfig) -> None:
-    """Creates the variables of the method's heads, and marks `model` built, before `fit`.
-
-    Under a distribution strategy Keras builds a model by calling it symbolically, which these
-    train-only models (no `call`) do not support; restoring a backup needs the variables too.
-    The encoder is a functional model, built already. Call it inside the strategy's scope.
-    """
-    feature_dim = model.encoder.output.shape[-1]
-    heads = [(model.projection_head, feature_dim)]
-    if hasattr(model, "predictor"):
-        heads.append((model.predictor, config.projection_dim))
-    for head, input_dim in heads:
-        if not head.built:
-            head.build((None, input_dim))
-    model.built = True
-
-
 def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
              sizes: Dict[str, int], class_names: List[str], log_dir: str,
              backup: checkpoints.EpochBackup) -> Dict[str, list]:
@@ -80,6 +66,12 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
             f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
             "for pretraining"
         )
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"config key 'training.batch_size': {config.batch_size} does not split evenly over the {replicas} "
+            "replicas (every replica needs the same number of images); use a multiple of the replica count"
+        )
     steps_per_epoch = images // config.batch_size
     is_sequence = encoder_outputs_sequence(config.encoder)
     with strategy.scope():
@@ -88,14 +80,15 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
             config, encoder, augmenter, is_sequence,
             make_encoder=lambda: build_encoder(config.encoder, config.image_size, config.encoder_width,
                                                config.encoder_weights),
-            steps_per_epoch=steps_per_epoch,
+            steps_per_epoch=steps_per_epoch, num_classes=len(class_names),
         )
-        build_method_variables(model, config)
         model.compile(optimizer=build_optimizer(
             config.optimizer, config.pretrain_learning_rate, config.weight_decay,
             config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
         ))
-    dataset = distribute.shard_by_data(data.image_dataset(files, config.batch_size, config.image_size, config.seed))
+    # Labels come along (-1 for unlabeled images) for the online probe only; the SSL loss ignores them.
+    dataset = distribute.shard_by_data(
+        data.image_dataset(files, config.batch_size, config.image_size, config.seed, with_labels=True))
 
     def encode(batch):
         features = encoder(batch, training=False)
@@ -120,9 +113,12 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
 
 
 def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
-           class_names: List[str], log_dir: str, backup_dir: str,
-           backup_save_dir: str) -> Tuple[keras.Model, Dict[str, list]]:
-    """Pretraining (candidate) and classifier training; returns the classifier and the history."""
+           class_names: List[str], log_dir: str, backup_dir: str, backup_save_dir: str,
+           timings: Dict[str, float]) -> Tuple[keras.Model, Dict[str, list]]:
+    """Pretraining (candidate) and classifier training; returns the classifier and the history.
+
+    Records the seconds each stage took (in this execution) into `timings`.
+    """
     sizes = _split_sizes(examples_uri)
     is_sequence = encoder_outputs_sequence(config.encoder)
     with strategy.scope():
@@ -131,7 +127,9 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     history: Dict[str, list] = {}
     if role == "candidate":
         backup = checkpoints.EpochBackup(backup_dir, backup_save_dir, "pretraining")
+        started = time.monotonic()
         history.update(pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir, backup))
+        timings["pretrain_seconds"] = round(time.monotonic() - started, 1)
 
     train_dataset = data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
                                          config.image_size, config.seed, shuffle=True)
@@ -143,6 +141,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune")),
     ]
+    started = time.monotonic()
     with strategy.scope():
         classifier = build_classifier(encoder, len(class_names), config.image_size, is_sequence)
         augmenter = build_finetune_augmenter(config.finetune_augment, config.image_size, config.seed + 1)
@@ -151,6 +150,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks,
             from_scratch=(role == "baseline"),
         ))
+    timings["classifier_seconds"] = round(time.monotonic() - started, 1)
     return classifier, history
 
 
@@ -184,13 +184,14 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
 
     with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir,
                                      backup_dir=backup_dir) as folders:
+        timings: Dict[str, float] = {}
         classifier, history = _train(role, config, strategy, examples_uri, class_names, folders["log_dir"],
-                                     backup_dir, folders["backup_dir"])
+                                     backup_dir, folders["backup_dir"], timings)
         export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
         if distribute.is_chief():
             with tf.io.gfile.GFile(os.path.join(os.path.dirname(serving_model_dir), HISTORY_FILE), "w") as handle:
-                json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history},
-                          handle, indent=1)
+                json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history,
+                           "timings": timings}, handle, indent=1)
             print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
     # Every worker has restored its backups before the chief removes them.
     distribute.barrier(strategy)
@@ -203,5 +204,11 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor): see the module docstring."""
     backup_dir = checkpoints.backup_root(fn_args.model_run_dir, data.examples_root(fn_args.train_files),
                                          fn_args.custom_config)
-    train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir, fn_args.model_run_dir,
-                     backup_dir)
+    # Importing and training with Keras lowers absl's verbosity to WARNING, which would hide the
+    # orchestrator's progress lines ("Component ... is running") for the rest of the run.
+    verbosity = absl_logging.get_verbosity()
+    try:
+        train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir,
+                         fn_args.model_run_dir, backup_dir)
+    finally:
+        absl_logging.set_verbosity(verbosity)
