@@ -19,6 +19,7 @@ a completed one removes its backups. A NaN loss raises `monitors.NanLossError`: 
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -26,7 +27,6 @@ from typing import Any, Dict, List, Tuple
 
 import keras
 import tensorflow as tf
-from absl import logging as absl_logging
 
 from trainer import checkpoints, data, distribute, monitors
 from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
@@ -204,11 +204,12 @@ def run_fn(fn_args) -> None:
     """TFX Trainer entry point (GenericExecutor): see the module docstring."""
     backup_dir = checkpoints.backup_root(fn_args.model_run_dir, data.examples_root(fn_args.train_files),
                                          fn_args.custom_config)
-    # Importing and training with Keras lowers absl's verbosity to WARNING, which would hide the
-    # orchestrator's progress lines ("Component ... is running") for the rest of the run.
-    verbosity = absl_logging.get_verbosity()
+    # Training with Keras sets the "absl" logger to WARNING, which would hide the orchestrator's
+    # progress lines ("Component ... is running") for the rest of the run: put its level back.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
     try:
         train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir,
                          fn_args.model_run_dir, backup_dir)
     finally:
-        absl_logging.set_verbosity(verbosity)
+        absl_logger.setLevel(level)
