@@ -47,6 +47,7 @@ class DataConfig:
     tfds_data_dir: Optional[str] = None
     tfds_splits: Optional[Dict[str, str]] = None
     eval_fraction: float = 0.2
+    labels_per_class: Optional[int] = None
     max_bad_fraction: float = 0.05
     max_image_pixels: int = 40_000_000
 
@@ -57,6 +58,11 @@ class DataConfig:
             f"must be 'folder', 'tfrecord' or 'tfds', got {self.source!r}",
         )
         require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
+        if self.labels_per_class is not None:
+            require(self.labels_per_class > 0, "data.labels_per_class",
+                    f"must be positive, got {self.labels_per_class}")
+            require(self.source == "folder", "data.labels_per_class",
+                    f"is supported for folder data only, not {self.source!r}")
         require(
             0.0 <= self.max_bad_fraction <= 1.0,
             "data.max_bad_fraction",

@@ -52,6 +52,8 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
         ("evaluation:\n  margin: 2\n", "evaluation.margin"),
         ("data:\n  source: s3bucket\n", "data.source"),
         ("data:\n  max_bad_fraction: -0.1\n", "data.max_bad_fraction"),
+        ("data:\n  labels_per_class: 0\n", "data.labels_per_class"),
+        ("data:\n  source: tfrecord\n  labels_per_class: 5\n", "data.labels_per_class"),
         ("data:\n  source: tfds\n", "data.tfds_name"),
         ("data:\n  source: tfds\n  tfds_name: mnist_unknown_splits\n", "data.tfds_splits"),
         ("data:\n  class_names: [cat]\n", "data.class_names"),

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import posixpath
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -77,16 +77,37 @@ def _class_folders(root: str, folder: str) -> Dict[str, List[str]]:
 
 def is_eval_by_hash(relative_path: str, eval_fraction: float) -> bool:
     """A deterministic split decision from the file's relative path (same on every machine)."""
-    digest = hashlib.sha256(relative_path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction
+    return int.from_bytes(_path_digest(relative_path)[:8], "big") / 2**64 < eval_fraction
 
 
-def plan_folder(root: str, eval_fraction: float) -> FolderPlan:
+def _path_digest(relative_path: str) -> bytes:
+    return hashlib.sha256(relative_path.encode("utf-8")).digest()
+
+
+def apply_label_budget(records: List[Tuple[str, str, int]], labels_per_class: int) -> List[Tuple[str, str, int]]:
+    """Keeps at most `labels_per_class` train labels per class (chosen by a hash of the path, so the
+    same on every machine and nested: a smaller budget keeps a subset of a larger one's images); the
+    other train images join the unlabeled split without their label. Eval is unchanged."""
+    kept = {}
+    for path, split, label in sorted(records, key=lambda record: _path_digest(record[0])):
+        if split == TRAIN:
+            kept.setdefault(label, set())
+            if len(kept[label]) < labels_per_class:
+                kept[label].add(path)
+    return [
+        (path, UNLABELED, UNLABELED_LABEL) if split == TRAIN and path not in kept[label] else (path, split, label)
+        for path, split, label in records
+    ]
+
+
+def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int] = None) -> FolderPlan:
     """Scans `root` and decides every file's split and label.
 
     Args:
       root: the data folder (local path or a tf.io.gfile URL such as gs://...).
       eval_fraction: share of labeled images sent to eval when there is no test/ folder.
+      labels_per_class: the label budget: at most this many train labels per class (see
+        `apply_label_budget`); None keeps every label.
 
     Returns:
       A FolderPlan.
@@ -146,6 +167,8 @@ def plan_folder(root: str, eval_fraction: float) -> FolderPlan:
     if add(_list_files(root, "unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
         raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
 
+    if labels_per_class is not None:
+        records = apply_label_budget(records, labels_per_class)
     plan = FolderPlan(class_names=class_names, records=records, ignored=ignored)
     counts = plan.counts()
     for split in (TRAIN, EVAL):

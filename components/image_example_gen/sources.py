@@ -40,8 +40,8 @@ def _read_file(record: Tuple[str, str, int], root: str) -> Candidate:
         return relative_path, split, label, None, f"cannot read file: {error}"
 
 
-def plan_folder_source(root: str, eval_fraction: float) -> SourcePlan:
-    plan = plan_folder(root, eval_fraction)
+def plan_folder_source(root: str, eval_fraction: float, labels_per_class: Optional[int]) -> SourcePlan:
+    plan = plan_folder(root, eval_fraction, labels_per_class)
 
     def read(pipeline):
         return (
@@ -151,7 +151,7 @@ def plan_source(data: dict) -> SourcePlan:
     """
     source = data["source"]
     if source == "folder":
-        return plan_folder_source(_required_path(data), data["eval_fraction"])
+        return plan_folder_source(_required_path(data), data["eval_fraction"], data.get("labels_per_class"))
     if source == "tfrecord":
         return plan_tfrecord_source(_required_path(data), data.get("class_names"))
     if source == "tfds":
