@@ -1,6 +1,6 @@
 """The `selfsup` command line.
 
-    selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol]
+    selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol] [--label-budgets N ...]
     selfsup demo [--output DIR] [--method ...]
     selfsup report RUN_DIR
     selfsup compile-kubeflow --config FILE --output FILE.yaml [--image IMAGE]
@@ -57,6 +57,9 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="output folder: artifacts, MLMD, serving/, summary.json")
     run.add_argument("--config", help="YAML config file (defaults apply to keys it leaves out)")
     run.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
+    run.add_argument("--label-budgets", type=int, nargs="+", metavar="N",
+                     help="run once per budget (labels per class, e.g. 5 10 25 100) into OUTPUT/labels-N and "
+                          "compare candidate and baseline in OUTPUT/label_efficiency.html")
 
     demo = commands.add_parser("demo", help="run the pipeline on the built-in digits dataset")
     demo.add_argument("--output", default="runs/demo", help="output folder (default: runs/demo)")
@@ -78,6 +81,18 @@ def _print_summary(summary: dict, output: str) -> None:
     if summary.get("report"):
         print(f"  report: {summary['report']}")
     print(f"  summary: {os.path.join(output, 'summary.json')}")
+    print("=" * 78)
+
+
+def _print_budgets(comparison: dict, output: str) -> None:
+    print("\n" + "=" * 78)
+    print(f"selfsup: label efficiency of {comparison['method']} (TFMA accuracy on the eval split)")
+    print(f"  {'labels/class':>12} {'candidate':>10} {'baseline':>10} {'difference':>11}  decision")
+    for row in comparison["runs"]:
+        difference = row["candidate_accuracy"] - row["baseline_accuracy"]
+        print(f"  {row['labels_per_class']:>12} {row['candidate_accuracy']:>10.4f} {row['baseline_accuracy']:>10.4f} "
+              f"{difference:>+11.4f}  {'BLESSED' if row['blessed'] else 'NOT BLESSED'}")
+    print(f"  chart and links to each run's report: {os.path.join(os.path.abspath(output), 'label_efficiency.html')}")
     print("=" * 78)
 
 
@@ -109,6 +124,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.data:
                 overrides["data.path"] = args.data
             config = load_config(args.config, overrides)
+            if args.label_budgets:
+                from pipeline.label_efficiency import check_budgets
+
+                check_budgets(config, args.label_budgets)
     except (ConfigError, FileNotFoundError) as error:
         print(f"selfsup: error: {error}", file=sys.stderr)
         return 2
@@ -116,14 +135,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from pipeline.local_runner import run_local
 
     try:
-        summary = run_local(config, args.output)
+        if getattr(args, "label_budgets", None):
+            from pipeline.label_efficiency import run_budgets
+
+            _print_budgets(run_budgets(config, args.output, args.label_budgets, run_local), args.output)
+        else:
+            _print_summary(run_local(config, args.output), os.path.abspath(args.output))
     except ValueError as error:
         print(f"selfsup: error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         print(f"selfsup: {error}", file=sys.stderr)
         return 1
-    _print_summary(summary, os.path.abspath(args.output))
     return 0
 
 

@@ -3,7 +3,7 @@
 import dataclasses
 import html
 import math
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 64, 16, 36, 48
 _LEGEND_LINE = 18
@@ -21,7 +21,7 @@ class Series:
 
 
 def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
-               width: int = 520, height: int = 300) -> str:
+               width: int = 520, height: int = 300, x_tick_labels: Optional[Sequence[str]] = None) -> str:
     """An SVG document plotting every series against 1..len(values), with axes, ticks and a legend.
 
     Args:
@@ -31,6 +31,8 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
       y_label: the y axis' label.
       width: the plot's width in pixels.
       height: the plot's height in pixels, without the legend below it.
+      x_tick_labels: names for the positions 1..n (an evenly spaced category axis, e.g. label
+        budgets); by default the ticks are the numbers themselves.
 
     Returns:
       The SVG markup, with width and height set so that an <img> shows it at that size.
@@ -41,7 +43,8 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
     values = [value for line in series for value in line.values]
     if not values:
         raise ValueError(f"chart {title!r} has nothing to plot")
-    x_ticks = _integer_ticks(max(len(line.values) for line in series))
+    x_ticks = (list(range(1, len(x_tick_labels) + 1)) if x_tick_labels
+               else _integer_ticks(max(len(line.values) for line in series)))
     y_ticks = _nice_ticks(min(values), max(values))
     total_height = height + _LEGEND_LINE * len(series)
     frame = _Frame(x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1], width, height)
@@ -50,7 +53,7 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str,
         f'viewBox="0 0 {width} {total_height}" font-family="sans-serif" font-size="12">',
         f'<rect width="{width}" height="{total_height}" fill="white"/>',
         f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">{_escape(title)}</text>',
-        *_axes(frame, x_ticks, y_ticks, x_label, y_label),
+        *_axes(frame, x_ticks, y_ticks, x_label, y_label, x_tick_labels),
         *(_line(frame, line) for line in series),
         *(_legend_entry(index, line, height) for index, line in enumerate(series)),
         "</svg>",
@@ -99,7 +102,8 @@ def _integer_ticks(count: int) -> List[int]:
     return ticks if ticks[-1] == last else ticks + [last]
 
 
-def _axes(frame: _Frame, x_ticks, y_ticks, x_label: str, y_label: str) -> List[str]:
+def _axes(frame: _Frame, x_ticks, y_ticks, x_label: str, y_label: str,
+          x_tick_labels: Optional[Sequence[str]] = None) -> List[str]:
     left, right = frame.x(frame.x_min), frame.x(frame.x_max)
     top, bottom = frame.y(frame.y_max), frame.y(frame.y_min)
     parts = [f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#999"/>']
@@ -110,7 +114,8 @@ def _axes(frame: _Frame, x_ticks, y_ticks, x_label: str, y_label: str) -> List[s
     for tick in x_ticks:
         x = frame.x(tick)
         parts.append(f'<line x1="{x}" y1="{bottom}" x2="{x}" y2="{bottom + 4}" stroke="#999"/>')
-        parts.append(f'<text x="{x}" y="{bottom + 17}" text-anchor="middle">{tick}</text>')
+        name = x_tick_labels[tick - 1] if x_tick_labels else tick
+        parts.append(f'<text x="{x}" y="{bottom + 17}" text-anchor="middle">{_escape(str(name))}</text>')
     parts.append(f'<text x="{(left + right) / 2}" y="{bottom + 36}" text-anchor="middle">{_escape(x_label)}</text>')
     middle = (top + bottom) / 2
     parts.append(f'<text x="14" y="{middle}" text-anchor="middle" transform="rotate(-90 14 {middle})">'

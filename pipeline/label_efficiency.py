@@ -1,0 +1,88 @@
+"""Several label budgets in one command: the picture a user wants before adopting SSL.
+
+`selfsup run --label-budgets 5 10 25 ...` runs the whole pipeline once per budget
+(`data.labels_per_class`), each into OUTPUT/labels-<budget>/ with its own summary and report, then
+writes OUTPUT/label_efficiency.json and OUTPUT/label_efficiency.html: candidate and baseline
+accuracy (TFMA's, from each run's summary) against the number of labels per class.
+"""
+
+import dataclasses
+import html
+import json
+import os
+from typing import Any, Dict, List, Sequence
+
+from components.evaluation_report.svg_chart import Series, line_chart
+from pipeline.config import Config, ConfigError
+
+JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
+
+
+def check_budgets(config: Config, budgets: Sequence[int]) -> None:
+    """Raises ConfigError unless there are two or more distinct positive budgets for folder data."""
+    if len(set(budgets)) < 2 or any(budget <= 0 for budget in budgets):
+        raise ConfigError(f"--label-budgets needs two or more distinct positive numbers, got {list(budgets)}")
+    if config.data.source != "folder":
+        raise ConfigError(f"--label-budgets works on folder data only, not data.source {config.data.source!r}")
+
+
+def budget_config(config: Config, budget: int) -> Config:
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, labels_per_class=budget))
+
+
+def run_budgets(config: Config, output_dir: str, budgets: Sequence[int], run_one) -> Dict[str, Any]:
+    """Runs `run_one(config, output)` (the local runner) per budget; writes and returns the comparison."""
+    check_budgets(config, budgets)
+    rows = []
+    for budget in sorted(set(budgets)):
+        print(f"[selfsup] label budget {budget} per class", flush=True)
+        run_output = os.path.join(output_dir, f"labels-{budget}")
+        summary = run_one(budget_config(config, budget), run_output)
+        rows.append({
+            "labels_per_class": budget,
+            "labeled_train_images": summary["data"]["splits"]["train"]["written"],
+            "candidate_accuracy": summary["candidate"]["accuracy"],
+            "baseline_accuracy": summary["baseline"]["accuracy"],
+            "blessed": summary["blessed"],
+            "pushed_model": summary["pushed_model"],
+            "report": summary.get("report"),
+            "summary": os.path.join(run_output, "summary.json"),
+        })
+    comparison = {"method": config.training.method, "runs": rows}
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, JSON_FILE), "w", encoding="utf-8") as handle:
+        json.dump(comparison, handle, indent=2)
+    with open(os.path.join(output_dir, HTML_FILE), "w", encoding="utf-8") as handle:
+        handle.write(render(comparison, output_dir))
+    return comparison
+
+
+def render(comparison: Dict[str, Any], output_dir: str) -> str:
+    """One self-contained page: the chart (inline SVG) and a table linking each budget's report."""
+    rows: List[Dict[str, Any]] = comparison["runs"]
+    chart = line_chart(
+        "Accuracy on the eval split against labels per class",
+        [Series(f"candidate ({comparison['method']})", [row["candidate_accuracy"] for row in rows], "#1f77b4"),
+         Series("supervised baseline", [row["baseline_accuracy"] for row in rows], "#d62728", dashed=True)],
+        x_label="labels per class", y_label="accuracy",
+        x_tick_labels=[str(row["labels_per_class"]) for row in rows],
+    )
+    table_rows = []
+    for row in rows:
+        report = os.path.relpath(row["report"], output_dir) if row["report"] else None
+        link = f'<a href="{html.escape(report)}">report</a>' if report else "no report"
+        table_rows.append(
+            f"<tr><td>{row['labels_per_class']}</td><td>{row['labeled_train_images']}</td>"
+            f"<td>{row['candidate_accuracy']:.4f}</td><td>{row['baseline_accuracy']:.4f}</td>"
+            f"<td>{row['candidate_accuracy'] - row['baseline_accuracy']:+.4f}</td>"
+            f"<td>{'BLESSED' if row['blessed'] else 'NOT BLESSED'}</td><td>{link}</td></tr>"
+        )
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><title>selfsup label efficiency</title>'
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right;"
+        "border-bottom:1px solid #ddd}table{border-collapse:collapse}</style></head><body>"
+        "<h1>Label efficiency</h1><p>Each budget is a full pipeline run; accuracies are TFMA's on the same "
+        "eval split.</p>" + chart +
+        "<table><tr><th>labels per class</th><th>labeled train images</th><th>candidate</th><th>baseline</th>"
+        "<th>difference</th><th>decision</th><th></th></tr>" + "".join(table_rows) + "</table></body></html>"
+    )

@@ -1,0 +1,46 @@
+"""`selfsup run --label-budgets`: one pipeline run per budget and a comparison page."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import cli
+
+
+def test_fewer_than_two_budgets_or_non_folder_data_fail_before_any_work(tmp_path, capsys):
+    output = tmp_path / "out"
+    assert cli.main(["run", "--data", str(tmp_path), "--output", str(output), "--label-budgets", "5"]) == 2
+    assert "two or more distinct positive numbers" in capsys.readouterr().err
+    config = tmp_path / "records.yaml"
+    config.write_text("data:\n  source: tfrecord\n  class_names: [a, b]\n")
+    assert cli.main(["run", "--data", str(tmp_path), "--output", str(output), "--config", str(config),
+                     "--label-budgets", "5", "10"]) == 2
+    assert "folder data only" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.mark.e2e
+def test_two_budgets_run_the_pipeline_twice_and_compare(cifar_sample, tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_text("training:\n  encoder_width: 16\n  projection_dim: 16\n  projection_hidden_dim: 16\n"
+                      "  batch_size: 64\n  pretrain_epochs: 1\n  linear_epochs: 1\n  finetune_epochs: 1\n")
+    output = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "--data", str(cifar_sample), "--output", str(output),
+         "--config", str(config), "--label-budgets", "20", "5"],
+        capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    comparison = json.loads((output / "label_efficiency.json").read_text())
+    assert [row["labels_per_class"] for row in comparison["runs"]] == [5, 20]
+    assert [row["labeled_train_images"] for row in comparison["runs"]] == [15, 60]  # 3 classes
+    for row in comparison["runs"]:
+        summary = json.loads((output / f"labels-{row['labels_per_class']}" / "summary.json").read_text())
+        assert row["candidate_accuracy"] == summary["candidate"]["accuracy"]
+        assert row["baseline_accuracy"] == summary["baseline"]["accuracy"]
+        assert summary["data"]["splits"]["unlabeled"]["written"] == 300 + 120 - row["labeled_train_images"]
+    page = (output / "label_efficiency.html").read_text()
+    assert "<svg" in page and "labels per class" in page
+    assert 'href="labels-5/report.html"' in page
+    assert "label efficiency of simclr" in completed.stdout
