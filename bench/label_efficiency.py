@@ -24,7 +24,7 @@ def write_config(path: str, method: str, pretrain_epochs: int, extra_yaml: str) 
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(
             f"training:\n  method: {method}\n  pretrain_epochs: {pretrain_epochs}\n"
-            "  monitor_every_epochs: 5\n" + extra_yaml
+            "  monitor_every_epochs: 5\n" + (extra_yaml.rstrip("\n") + "\n" if extra_yaml else "")
             + "evaluation:\n  min_accuracy: 0.0\n  margin: 0.0\n"
         )
 
