@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Sequence
 
 from components.evaluation_report.svg_chart import Series, line_chart
 from pipeline.config import Config, ConfigError
+from pipeline.summary import SUMMARY_FILE
 
 JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
 
@@ -46,7 +47,7 @@ def run_budgets(config: Config, output_dir: str, budgets: Sequence[int], run_one
             "blessed": summary["blessed"],
             "pushed_model": summary["pushed_model"],
             "report": summary.get("report"),
-            "summary": os.path.join(run_output, "summary.json"),
+            "summary": os.path.join(run_output, SUMMARY_FILE),
         })
     comparison = {"method": config.training.method, "runs": rows}
     os.makedirs(output_dir, exist_ok=True)

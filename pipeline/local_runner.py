@@ -20,8 +20,6 @@ from pipeline.config import Config
 from pipeline.pipeline import create_pipeline, data_config_json
 from pipeline.run_results import latest_run, open_store
 
-SUMMARY_FILE = "summary.json"
-
 
 def output_paths(output_dir: str) -> Dict[str, str]:
     output_dir = os.path.abspath(output_dir)
@@ -30,7 +28,7 @@ def output_paths(output_dir: str) -> Dict[str, str]:
         "pipeline_root": os.path.join(output_dir, "tfx"),
         "metadata": os.path.join(output_dir, "metadata.sqlite"),
         "serving": os.path.join(output_dir, "serving"),
-        "summary": os.path.join(output_dir, SUMMARY_FILE),
+        "summary": os.path.join(output_dir, summary_lib.SUMMARY_FILE),
     }
 
 

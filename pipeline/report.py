@@ -14,9 +14,8 @@ from components.evaluation_report.executor import REPORT_FILE
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
 from pipeline.run_results import latest_run, open_store
-from pipeline.summary import pushed_destination, single_output
+from pipeline.summary import SUMMARY_FILE, pushed_destination, single_output
 
-SUMMARY_FILE = "summary.json"
 METADATA_FILE = "metadata.sqlite"
 # ReportInputs field -> (component id, output key) in the pipeline (pipeline/pipeline.py).
 _REPORT_INPUT_OUTPUTS = {

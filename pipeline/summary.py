@@ -9,10 +9,11 @@ import tensorflow_model_analysis as tfma
 
 from components.evaluation_report.decision import decision_sentence
 from components.evaluation_report.executor import REPORT_FILE
+from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
 from pipeline.config import Config
 from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE
 
-INGEST_REPORT_FILE = "ingest_report.json"
+SUMMARY_FILE = "summary.json"
 REPORT_COMPONENT = "EvaluationReportGen"
 
 
@@ -65,15 +66,16 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "data": None,
         "components": {component: result["state"] for component, result in results.items()},
     }
-    report = single_output(results, "ImageExampleGen", "report")
-    if report is not None and tf.io.gfile.exists(os.path.join(report.uri, INGEST_REPORT_FILE)):
-        with tf.io.gfile.GFile(os.path.join(report.uri, INGEST_REPORT_FILE)) as handle:
+    ingest_report = single_output(results, "ImageExampleGen", "report")
+    ingest_report_path = os.path.join(ingest_report.uri, INGEST_REPORT_FILE) if ingest_report else None
+    if ingest_report_path and tf.io.gfile.exists(ingest_report_path):
+        with tf.io.gfile.GFile(ingest_report_path) as handle:
             ingest = json.load(handle)
         summary["data"] = {
             "class_names": ingest["class_names"],
             "splits": ingest["splits"],
             "skipped": ingest["skipped"],
-            "ingest_report": os.path.join(report.uri, INGEST_REPORT_FILE),
+            "ingest_report": ingest_report_path,
         }
     evaluation = single_output(results, "Evaluator", "evaluation")
     if evaluation is not None:
