@@ -92,10 +92,15 @@ class DataConfig:
 
 @dataclasses.dataclass
 class EvaluationConfig:
-    """The blessing rule: candidate accuracy >= min_accuracy and > baseline + margin."""
+    """The blessing rule: candidate accuracy >= min_accuracy and > baseline + margin.
+
+    compare_to_pushed adds a second rule: the candidate must also be more accurate than the model
+    already in production (the latest version in the Pusher's serving folder), when there is one.
+    """
 
     min_accuracy: float = 0.0
     margin: float = 0.0
+    compare_to_pushed: bool = False
 
     def __post_init__(self) -> None:
         require(

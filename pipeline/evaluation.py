@@ -4,6 +4,9 @@ The candidate is blessed when its accuracy on the eval split is at least
 `evaluation.min_accuracy` and exceeds the supervised baseline's by more than
 `evaluation.margin` (strictly: a tie does not bless).
 
+With `evaluation.compare_to_pushed`, a second Evaluator compares the candidate with the model in
+production (build_production_eval_config): the candidate must be strictly more accurate.
+
 Both models also get, for the report: the example count, top-k accuracy, the multi-class
 confusion matrix, a calibration plot of the top-1 confidence (from which the report reads the
 expected calibration error) and, when the number of classes is known when the pipeline is built,
@@ -17,7 +20,7 @@ import tensorflow_model_analysis as tfma
 
 from pipeline.config import EvaluationConfig
 
-CANDIDATE, BASELINE = "candidate", "baseline"
+CANDIDATE, BASELINE, PRODUCTION = "candidate", "baseline", "production"
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 LABEL_KEY, PREDICTION_KEY = "label", "probabilities"
 TOP_K = 3
@@ -49,21 +52,7 @@ def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] =
     Raises:
       ValueError: the config has no threshold, or num_classes is below 2.
     """
-    model_specs = [
-        tfma.ModelSpec(name=name, signature_name="serving_default", label_key=LABEL_KEY,
-                       prediction_key=PREDICTION_KEY, is_baseline=(name == BASELINE))
-        for name in (CANDIDATE, BASELINE)
-    ]
-    accuracy = tfma.MetricConfig(
-        class_name="SparseCategoricalAccuracy",
-        threshold=tfma.MetricThreshold(
-            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": evaluation.min_accuracy}),
-            change_threshold=tfma.GenericChangeThreshold(
-                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-                absolute={"value": evaluation.margin + _STRICTLY_MORE},
-            ),
-        ),
-    )
+    accuracy = _accuracy_metric(evaluation.min_accuracy, evaluation.margin)
     report_metrics = [
         tfma.MetricConfig(class_name="ExampleCount"),
         tfma.MetricConfig(class_name="SparseTopKCategoricalAccuracy",
@@ -81,10 +70,39 @@ def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] =
     ]
     if num_classes is not None:
         metrics_specs.append(_per_class_metrics(num_classes))
-    eval_config = tfma.EvalConfig(model_specs=model_specs, slicing_specs=[tfma.SlicingSpec()],
+    eval_config = tfma.EvalConfig(model_specs=_model_specs(BASELINE), slicing_specs=[tfma.SlicingSpec()],
                                   metrics_specs=metrics_specs)
     require_thresholds(eval_config)
     return eval_config
+
+
+def build_production_eval_config() -> tfma.EvalConfig:
+    """Candidate vs the model in production: blessed only when strictly more accurate (a tie keeps production)."""
+    metrics = [_accuracy_metric(0.0, 0.0), tfma.MetricConfig(class_name="ExampleCount")]
+    return tfma.EvalConfig(model_specs=_model_specs(PRODUCTION), slicing_specs=[tfma.SlicingSpec()],
+                           metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
+
+
+def _model_specs(baseline_name: str):
+    return [
+        tfma.ModelSpec(name=name, signature_name="serving_default", label_key=LABEL_KEY,
+                       prediction_key=PREDICTION_KEY, is_baseline=(name == baseline_name))
+        for name in (CANDIDATE, baseline_name)
+    ]
+
+
+def _accuracy_metric(min_accuracy: float, margin: float) -> tfma.MetricConfig:
+    """Accuracy with the blessing rule: at least `min_accuracy`, more than `margin` over the baseline."""
+    return tfma.MetricConfig(
+        class_name="SparseCategoricalAccuracy",
+        threshold=tfma.MetricThreshold(
+            value_threshold=tfma.GenericValueThreshold(lower_bound={"value": min_accuracy}),
+            change_threshold=tfma.GenericChangeThreshold(
+                direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                absolute={"value": margin + _STRICTLY_MORE},
+            ),
+        ),
+    )
 
 
 def _per_class_metrics(num_classes: int) -> tfma.MetricsSpec:

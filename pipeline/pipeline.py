@@ -4,6 +4,9 @@ ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
   -> candidate Trainer (SSL pretraining + fine-tuning) and baseline Trainer (supervised)
   -> Evaluator (candidate vs baseline, TFMA) -> Pusher (only when blessed)
   -> EvaluationReportGen (report.html: the decision, both models' metrics, training curves, data counts)
+
+With `evaluation.compare_to_pushed`, ProductionModel (the latest pushed model) -> ProductionEvaluator
+(candidate vs that model) -> BlessingGate (blessed only when both Evaluators blessed) sit before the Pusher.
 """
 
 import dataclasses
@@ -17,16 +20,24 @@ from tfx import v1 as tfx
 from tfx.orchestration import data_types
 
 from components.anomaly_gate.component import AnomalyGate
+from components.blessing_gate.component import BlessingGate
 from components.evaluation_report.component import EvaluationReportGen
 from components.image_example_gen.component import ImageExampleGen
+from components.production_model.component import ProductionModel
 from pipeline.config import Config
-from pipeline.evaluation import build_eval_config
+from pipeline.evaluation import build_eval_config, build_production_eval_config
 
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
     "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
     "CandidateTrainer", "BaselineTrainer", "Evaluator", "Pusher", "EvaluationReportGen",
 )
+PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator", "BlessingGate")
+
+
+def component_ids(config: Config) -> tuple:
+    """The ids of the components create_pipeline builds for `config`."""
+    return COMPONENT_IDS + (PRODUCTION_COMPONENT_IDS if config.evaluation.compare_to_pushed else ())
 
 
 def trainer_code_fingerprint() -> str:
@@ -105,23 +116,44 @@ def create_pipeline(
         eval_config=build_eval_config(config.evaluation),
         example_splits=["eval"],
     )
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
+                  trainers["candidate"], trainers["baseline"], evaluator]
+    blessing, production_evaluation, production_model = evaluator.outputs["blessing"], None, None
+    if config.evaluation.compare_to_pushed:
+        production = ProductionModel(candidate_model=trainers["candidate"].outputs["model"],
+                                     baseline_model=trainers["baseline"].outputs["model"], serving_dir=serving_dir)
+        production_evaluator = tfx.components.Evaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainers["candidate"].outputs["model"],
+            baseline_model=production.outputs["model"],
+            eval_config=build_production_eval_config(),
+            example_splits=["eval"],
+        ).with_id("ProductionEvaluator")
+        blessing_gate = BlessingGate(model=trainers["candidate"].outputs["model"],
+                                     baseline_blessing=evaluator.outputs["blessing"],
+                                     production_blessing=production_evaluator.outputs["blessing"])
+        components += [production, production_evaluator, blessing_gate]
+        blessing = blessing_gate.outputs["blessing"]
+        production_evaluation = production_evaluator.outputs["evaluation"]
+        production_model = production.outputs["model"]
     pusher = tfx.components.Pusher(
         model=trainers["candidate"].outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
+        model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
     )
     report = EvaluationReportGen(
         evaluation=evaluator.outputs["evaluation"],
-        blessing=evaluator.outputs["blessing"],
+        blessing=blessing,
         candidate_model=trainers["candidate"].outputs["model"],
         baseline_model=trainers["baseline"].outputs["model"],
         ingest_report=example_gen.outputs["report"],
         pushed_model=pusher.outputs["pushed_model"],
+        production_evaluation=production_evaluation,
+        production_model=production_model,
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  trainers["candidate"], trainers["baseline"], evaluator, pusher, report]
+    components += [pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,
         pipeline_root=pipeline_root,

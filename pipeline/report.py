@@ -14,7 +14,7 @@ from components.evaluation_report.executor import REPORT_FILE
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
 from pipeline.run_results import latest_run, open_store
-from pipeline.summary import SUMMARY_FILE, pushed_destination, single_output
+from pipeline.summary import SUMMARY_FILE, production_summary, pushed_destination, single_output
 
 METADATA_FILE = "metadata.sqlite"
 # ReportInputs field -> (component id, output key) in the pipeline (pipeline/pipeline.py).
@@ -77,4 +77,15 @@ def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
         if artifact is None:
             raise ValueError(f"the latest run has no {component} output {key!r}: the report needs an evaluation")
         uris[field] = artifact.uri
-    return ReportInputs(**uris, pushed_to=pushed_destination(results))
+    # With evaluation.compare_to_pushed the decision is BlessingGate's and there is a second evaluation.
+    gate_blessing = single_output(results, "BlessingGate", "blessing")
+    if gate_blessing is not None:
+        uris["blessing_uri"] = gate_blessing.uri
+    production_evaluation = single_output(results, "ProductionEvaluator", "evaluation")
+    production = production_summary(results)
+    return ReportInputs(
+        **uris,
+        pushed_to=pushed_destination(results),
+        production_evaluation_uri=production_evaluation.uri if production_evaluation is not None else None,
+        production_model=production["production_model"] if production else None,
+    )

@@ -7,11 +7,12 @@ from typing import Any, Dict, Optional
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
-from components.evaluation_report.decision import decision_sentence
+from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.executor import REPORT_FILE
 from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
+from components.production_model.executor import PATH_PROPERTY, PUSHED, SOURCE_PROPERTY
 from pipeline.config import Config
-from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE
+from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE, PRODUCTION
 
 SUMMARY_FILE = "summary.json"
 REPORT_COMPONENT = "EvaluationReportGen"
@@ -51,6 +52,24 @@ def pushed_destination(results: Dict[str, Dict]) -> Optional[str]:
     return _custom(pushed, "pushed_destination") if _custom(pushed, "pushed") else None
 
 
+def production_summary(results: Dict[str, Dict]) -> Optional[Dict[str, Any]]:
+    """The comparison with the model in production (evaluation.compare_to_pushed), or None without one."""
+    evaluation = single_output(results, "ProductionEvaluator", "evaluation")
+    if evaluation is None:
+        return None
+    metrics = overall_metrics(evaluation.uri)
+    candidate, production = (metrics.get(name, {}).get(ACCURACY_METRIC) for name in (CANDIDATE, PRODUCTION))
+    if candidate is None or production is None:
+        return None
+    model = single_output(results, "ProductionModel", "model")
+    pushed = _custom(model, SOURCE_PROPERTY) == PUSHED
+    return dict(
+        production_comparison(candidate_accuracy=candidate, production_accuracy=production,
+                              production_model=_custom(model, PATH_PROPERTY) if pushed else None),
+        passed=bool(_custom(single_output(results, "ProductionEvaluator", "blessing"), "blessed")),
+    )
+
+
 def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str]) -> Dict[str, Any]:
     """The summary of the latest run (see README: summary.json)."""
     summary: Dict[str, Any] = {
@@ -58,11 +77,13 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "error": failure,
         "pipeline_name": config.pipeline.name,
         "method": config.training.method,
-        "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin},
+        "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin,
+                 "compare_to_pushed": config.evaluation.compare_to_pushed},
         "candidate": {"accuracy": None},
         "baseline": {"accuracy": None},
         "blessed": False,
         "pushed_model": None,
+        "production": None,
         "data": None,
         "components": {component: result["state"] for component, result in results.items()},
     }
@@ -83,7 +104,9 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         for name in (CANDIDATE, BASELINE):
             summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
         summary["evaluation"] = evaluation.uri
-    blessing = single_output(results, "Evaluator", "blessing")
+    summary["production"] = production_summary(results)
+    # With compare_to_pushed the Pusher's blessing is BlessingGate's (both comparisons), else the Evaluator's.
+    blessing = single_output(results, "BlessingGate", "blessing") or single_output(results, "Evaluator", "blessing")
     summary["blessed"] = bool(_custom(blessing, "blessed"))
     summary["pushed_model"] = pushed_destination(results)
     summary["decision"] = explain(summary)
@@ -104,7 +127,7 @@ def explain(summary: Dict[str, Any]) -> str:
     return decision_sentence(
         method=summary["method"], candidate_accuracy=candidate, baseline_accuracy=baseline,
         min_accuracy=rule["min_accuracy"], margin=rule["margin"], blessed=summary["blessed"],
-        pushed_to=summary["pushed_model"],
+        pushed_to=summary["pushed_model"], production=summary["production"],
     )
 
 

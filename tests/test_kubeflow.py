@@ -27,7 +27,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from kubeflow import runner
 from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from pipeline.config import ConfigError, load_config
-from pipeline.pipeline import COMPONENT_IDS, TRAINER_RUN_FN
+from pipeline.pipeline import TRAINER_RUN_FN, component_ids
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "kubeflow" / "Dockerfile"
@@ -41,7 +41,7 @@ RUNTIME_PARAMETERS = {"data_path", "data_config", "candidate_custom_config", "ba
 CONFIG = {
     "data": {"path": DATA_PATH},
     "training": {"method": "byol", "pretrain_epochs": 3},
-    "evaluation": {"min_accuracy": 0.4, "margin": 0.02},
+    "evaluation": {"min_accuracy": 0.4, "margin": 0.02, "compare_to_pushed": True},
     "kubeflow": {"pipeline_root": PIPELINE_ROOT, "image": IMAGE, "beam_args": BEAM_ARGS},
 }
 VERTEX_TRAINER_EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
@@ -83,8 +83,11 @@ def root_defaults(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
 
 def test_spec_parses_with_kfp_and_holds_every_component(compiled):
     spec = compiled["spec"]
-    assert set(spec.root.dag.tasks) == set(COMPONENT_IDS)
-    assert set(spec.components) >= set(COMPONENT_IDS)
+    assert set(spec.root.dag.tasks) == set(component_ids(compiled["config"]))
+    assert {"ProductionModel", "ProductionEvaluator", "BlessingGate"} <= set(spec.root.dag.tasks)
+    assert set(spec.components) >= set(spec.root.dag.tasks)
+    serving_dir = spec.root.dag.tasks["ProductionModel"].inputs.parameters["serving_dir"]
+    assert serving_dir.runtime_value.constant.string_value == PIPELINE_ROOT + "/serving"  # where the Pusher pushes
     assert spec.schema_version == "2.1.0"
     assert spec.default_pipeline_root == PIPELINE_ROOT
     component = kfp_components.load_component_from_file(compiled["file"])
@@ -93,7 +96,7 @@ def test_spec_parses_with_kfp_and_holds_every_component(compiled):
 
 
 def test_every_step_runs_the_configured_image_with_a_command(compiled):
-    for component_id in COMPONENT_IDS:
+    for component_id in component_ids(compiled["config"]):
         container = container_of(compiled["spec"], component_id)
         assert container["image"] == IMAGE, component_id
         assert container["command"] == TFX_ENTRYPOINT, component_id
@@ -293,7 +296,7 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True)
     executor_paths = sorted({container_of(compiled["spec"], component_id)["args"][1]
-                             for component_id in COMPONENT_IDS} | {VERTEX_TRAINER_EXECUTOR})
+                             for component_id in component_ids(compiled["config"])} | {VERTEX_TRAINER_EXECUTOR})
     environment = dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_CHECK, str(target), json.dumps(executor_paths), TRAINER_RUN_FN],

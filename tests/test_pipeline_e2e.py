@@ -1,10 +1,12 @@
 """End to end: the real pipeline (Beam, MLMD in SQLite, TFMA) through the `selfsup` CLI on real images.
 
-Three runs in one output folder:
+Four runs in one output folder:
 1. margin -0.99: the candidate is blessed whatever the accuracies, so the push path runs;
 2. margin +0.99: nothing can be blessed; the data and training components come from the cache,
    the Evaluator decides again, nothing is pushed, and the earlier pushed model is untouched;
-3. a training setting changed: both Trainers run again, the data components still come from the cache.
+3. a training setting changed: both Trainers run again, the data components still come from the cache;
+4. the same with evaluation.compare_to_pushed: the candidate is the model run 3 pushed, so it does not
+   beat the model in production, and nothing is pushed although it beats the supervised baseline.
 """
 
 import hashlib
@@ -55,9 +57,10 @@ def run_cli(data, output, config_path):
         return json.load(handle), completed.stdout
 
 
-def write_config(tmp_path, name, margin, training=TRAINING):
+def write_config(tmp_path, name, margin, training=TRAINING, compare_to_pushed=False):
     path = tmp_path / name
-    path.write_text(training + f"evaluation:\n  min_accuracy: 0.0\n  margin: {margin}\n")
+    path.write_text(training + f"evaluation:\n  min_accuracy: 0.0\n  margin: {margin}\n"
+                    f"  compare_to_pushed: {str(compare_to_pushed).lower()}\n")
     return path
 
 
@@ -75,10 +78,15 @@ def runs(cifar_sample, tmp_path_factory):
     changed_training = TRAINING.replace("finetune_epochs: 1", "finetune_epochs: 2")
     third, _ = run_cli(cifar_sample, output, write_config(tmp_path, "retrain.yaml", -0.99, changed_training))
     third_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    serving_after_third = tree_checksums(output / "serving")
+    fourth, _ = run_cli(cifar_sample, output, write_config(tmp_path, "production.yaml", -0.99, changed_training,
+                                                           compare_to_pushed=True))
+    fourth_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
     return dict(output=output, data_before=data_before, data=cifar_sample, first=first, second=second,
-                third=third, first_states=first_states, second_states=second_states, third_states=third_states,
-                serving_before=serving_before, serving_after_second=serving_after_second,
-                first_stdout=first_stdout)
+                third=third, fourth=fourth, first_states=first_states, second_states=second_states,
+                third_states=third_states, fourth_states=fourth_states, serving_before=serving_before,
+                serving_after_second=serving_after_second, serving_after_third=serving_after_third,
+                serving_after_fourth=tree_checksums(output / "serving"), first_stdout=first_stdout)
 
 
 def test_every_component_executed(runs):
@@ -132,15 +140,32 @@ def test_changed_training_config_retrains_and_pushes_beside_the_earlier_model(ru
     assert earlier == runs["serving_before"]
 
 
+def test_a_candidate_that_does_not_beat_the_model_in_production_is_not_pushed(runs):
+    states = {component: result["state"] for component, result in runs["fourth_states"].items()}
+    assert states["CandidateTrainer"] == "CACHED" and states["Evaluator"] == "CACHED"
+    assert {states[component] for component in ("ProductionModel", "ProductionEvaluator", "BlessingGate")} == {
+        "COMPLETE"}
+    fourth = runs["fourth"]
+    assert fourth["candidate"] == runs["third"]["candidate"] and runs["third"]["blessed"]  # beats the baseline
+    assert fourth["production"] == {"production_model": runs["third"]["pushed_model"],
+                                    "candidate": fourth["candidate"]["accuracy"],
+                                    "production": fourth["candidate"]["accuracy"], "difference": 0.0,
+                                    "passed": False}
+    assert fourth["blessed"] is False and fourth["pushed_model"] is None
+    assert runs["serving_after_fourth"] == runs["serving_after_third"]
+    assert f"vs the model in production ({runs['third']['pushed_model']})" in fourth["decision"]
+
+
 def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
     assert tree_checksums(runs["data"]) == runs["data_before"]
     assert sorted(os.listdir(runs["output"])) == ["metadata.sqlite", "report.html", "serving", "summary.json", "tfx"]
 
 
 def test_report_is_published_and_carries_the_same_decision(runs):
-    summary = runs["third"]
+    summary = runs["fourth"]  # the latest run's report is OUT/report.html
     assert summary["report"] == str(runs["output"] / "report.html")
     with open(summary["report"], encoding="utf-8") as handle:
         html = handle.read()
     assert summary["decision"].split(":")[0] in html
     assert f"{summary['candidate']['accuracy']:.4f}" in html and f"{summary['baseline']['accuracy']:.4f}" in html
+    assert f'id="production-accuracy" data-value="{summary["production"]["production"]!r}"' in html

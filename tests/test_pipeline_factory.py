@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from pipeline import pipeline as pipeline_module
-from pipeline.config import Config, DataConfig
-from pipeline.pipeline import COMPONENT_IDS, create_pipeline, trainer_code_fingerprint
+from pipeline.config import Config, DataConfig, EvaluationConfig
+from pipeline.pipeline import COMPONENT_IDS, component_ids, create_pipeline, trainer_code_fingerprint
 
 
 def build(tmp_path, **config_sections):
@@ -19,6 +19,23 @@ def test_components_and_order(tmp_path):
     ids = [component.id for component in pipeline.components]
     assert sorted(ids) == sorted(COMPONENT_IDS)
     assert ids.index("AnomalyGate") < ids.index("CandidateTrainer") < ids.index("Evaluator") < ids.index("Pusher")
+
+
+def test_compare_to_pushed_puts_a_second_evaluation_and_a_gate_before_the_pusher(tmp_path):
+    evaluation = EvaluationConfig(compare_to_pushed=True)
+    pipeline = build(tmp_path, evaluation=evaluation)
+    components = {component.id: component for component in pipeline.components}
+    assert sorted(components) == sorted(component_ids(Config(evaluation=evaluation)))
+    assert set(components) - set(COMPONENT_IDS) == {"ProductionModel", "ProductionEvaluator", "BlessingGate"}
+    assert components["ProductionModel"].exec_properties["serving_dir"] == str(tmp_path / "serving")
+    assert components["ProductionEvaluator"].inputs["baseline_model"].producer_component_id == "ProductionModel"
+    assert components["ProductionEvaluator"].inputs["model"].producer_component_id == "CandidateTrainer"
+    gate_inputs = components["BlessingGate"].inputs
+    assert (gate_inputs["baseline_blessing"].producer_component_id,
+            gate_inputs["production_blessing"].producer_component_id) == ("Evaluator", "ProductionEvaluator")
+    for consumer in ("Pusher", "EvaluationReportGen"):
+        assert components[consumer].inputs["model_blessing" if consumer == "Pusher" else "blessing"] \
+            .producer_component_id == "BlessingGate"
 
 
 def test_trainers_get_role_training_config_and_code_fingerprint(tmp_path):

@@ -81,6 +81,7 @@ class TinyRun:
     results: Dict[str, Dict]
     images: List[bytes]
     labels: List[int]
+    examples_uri: str
 
 
 def _png(rng: np.random.Generator, color: np.ndarray) -> bytes:
@@ -187,7 +188,8 @@ def make_tiny_run(root: str) -> TinyRun:
     inputs = ReportInputs(evaluation_uri=evaluation.uri, blessing_uri=blessing.uri,
                           candidate_model_uri=models["candidate"].uri, baseline_model_uri=models["baseline"].uri,
                           ingest_report_uri=ingest.uri, pushed_to=PUSHED_TO)
-    return TinyRun(inputs=inputs, report_uri=report.uri, results=results, images=images, labels=labels)
+    return TinyRun(inputs=inputs, report_uri=report.uri, results=results, images=images, labels=labels,
+                   examples_uri=examples.uri)
 
 
 def write_run_summary(run: TinyRun, output_dir: str) -> dict:

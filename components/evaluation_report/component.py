@@ -20,6 +20,8 @@ class EvaluationReportGenSpec(ComponentSpec):
         "baseline_model": ChannelParameter(type=standard_artifacts.Model),
         "ingest_report": ChannelParameter(type=IngestReport),
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
+        "production_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+        "production_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {"report": ChannelParameter(type=EvaluationReport)}
 
@@ -30,7 +32,9 @@ class EvaluationReportGen(base_component.BaseComponent):
     The report states the decision and why (both accuracies, their difference, TFMA's thresholds),
     then per-class metrics and confusion matrices of both models, the pretraining and fine-tuning
     curves from the Trainers' history.json and the ingest counts. Taking the Pusher's output makes
-    it run last and say where a blessed model went.
+    it run last and say where a blessed model went. With evaluation.compare_to_pushed, `blessing` is
+    BlessingGate's, and `production_evaluation` / `production_model` (ProductionEvaluator's and
+    ProductionModel's outputs) add the comparison with the model in production.
     """
 
     SPEC_CLASS = EvaluationReportGenSpec
@@ -44,6 +48,8 @@ class EvaluationReportGen(base_component.BaseComponent):
         baseline_model: types.BaseChannel,
         ingest_report: types.BaseChannel,
         pushed_model: Optional[types.BaseChannel] = None,
+        production_evaluation: Optional[types.BaseChannel] = None,
+        production_model: Optional[types.BaseChannel] = None,
     ):
         super().__init__(EvaluationReportGenSpec(
             evaluation=evaluation,
@@ -52,5 +58,7 @@ class EvaluationReportGen(base_component.BaseComponent):
             baseline_model=baseline_model,
             ingest_report=ingest_report,
             pushed_model=pushed_model,
+            production_evaluation=production_evaluation,
+            production_model=production_model,
             report=types.Channel(type=EvaluationReport),
         ))

@@ -1,6 +1,6 @@
 """The one sentence that states a run's decision and why: used by the report and by summary.json."""
 
-from typing import Optional
+from typing import Any, Dict, Optional
 
 
 def decision_sentence(
@@ -12,6 +12,7 @@ def decision_sentence(
     margin: float,
     blessed: bool,
     pushed_to: Optional[str],
+    production: Optional[Dict[str, Any]] = None,
 ) -> str:
     """What was decided, with both accuracies, their difference and the rule.
 
@@ -23,6 +24,7 @@ def decision_sentence(
       margin: the difference over the baseline the candidate needs to exceed.
       blessed: whether the Evaluator blessed the candidate.
       pushed_to: where the Pusher copied the candidate, None when it was not pushed.
+      production: with evaluation.compare_to_pushed, the second comparison (production_comparison()).
 
     Returns:
       "BLESSED ...: candidate (simclr) accuracy 0.8100 vs supervised baseline 0.7500 (...)." or
@@ -33,7 +35,28 @@ def decision_sentence(
         f"(difference {candidate_accuracy - baseline_accuracy:+.4f}; required: more than {margin:+.4f} and at least "
         f"{min_accuracy:.4f} overall)"
     )
+    if production is not None:
+        comparison += "; " + production_clause(production)
     if blessed:
         where = f" and pushed to {pushed_to}" if pushed_to else ""
         return f"BLESSED{where}: {comparison}."
     return f"NOT BLESSED, nothing pushed: {comparison}."
+
+
+def production_comparison(*, candidate_accuracy: float, production_accuracy: float,
+                          production_model: Optional[str]) -> Dict[str, Any]:
+    """The comparison with the model in production; production_model None: nothing was pushed yet, and
+    the accuracies are the candidate's and the supervised baseline's again."""
+    return {
+        "production_model": production_model,
+        "candidate": candidate_accuracy,
+        "production": production_accuracy,
+        "difference": candidate_accuracy - production_accuracy,
+    }
+
+
+def production_clause(production: Dict[str, Any]) -> str:
+    if production["production_model"] is None:
+        return "nothing was in production yet"
+    return (f"vs the model in production ({production['production_model']}) {production['production']:.4f} "
+            f"(difference {production['difference']:+.4f}; required: more than +0.0000)")

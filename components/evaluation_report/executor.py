@@ -11,6 +11,7 @@ from tfx.types import artifact_utils
 
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
+from components.production_model.executor import pushed_production_model
 
 REPORT_FILE = "report.html"
 REPORT_DATA_FILE = "report_data.json"
@@ -32,11 +33,17 @@ class Executor(base_executor.BaseExecutor):
             baseline_model_uri=artifact_utils.get_single_uri(input_dict["baseline_model"]),
             ingest_report_uri=artifact_utils.get_single_uri(input_dict["ingest_report"]),
             pushed_to=pushed_destination(input_dict.get("pushed_model", [])),
+            production_evaluation_uri=_optional_uri(input_dict.get("production_evaluation", [])),
+            production_model=pushed_production_model(input_dict.get("production_model", [])),
         )
         report = artifact_utils.get_single_instance(output_dict["report"])
         data = collect_report_data(inputs)
         write_report_files(data, report.uri)
         report.set_string_custom_property("decision", data["decision"]["text"])
+
+
+def _optional_uri(artifacts: List[types.Artifact]) -> Optional[str]:
+    return artifacts[0].uri if artifacts else None
 
 
 def pushed_destination(pushed_models: List[types.Artifact]) -> Optional[str]:

@@ -108,7 +108,7 @@ def _decision_section(data: Dict[str, Any]) -> str:
         f'<td id="baseline-accuracy" data-value="{decision["baseline"]!r}">{_number(decision["baseline"])}</td>',
         f'<td class="name">difference (candidate - baseline, TFMA)</td>'
         f'<td id="accuracy-difference" data-value="{decision["difference"]!r}">{decision["difference"]:+.4f}</td>',
-    ]
+    ] + _production_rows(decision.get("production"), metric)
     thresholds = [
         f'<td class="name">{_escape(_metric_label(row["metric"]))}</td>'
         f'<td class="name">{"candidate - baseline" if row["kind"] == "change" else "candidate"}</td>'
@@ -129,6 +129,24 @@ def _decision_section(data: Dict[str, Any]) -> str:
         + (f"\n<p>TFMA's validation failures:</p><ul>{failures}</ul>" if failures else "")
         + "\n</section>"
     )
+
+
+def _production_rows(production: Optional[Dict[str, Any]], metric: str) -> List[str]:
+    """The comparison with the model in production (evaluation.compare_to_pushed), as rows of the key numbers."""
+    if production is None:
+        return []
+    result = "passed" if production["passed"] else "failed"
+    if production["production_model"] is None:
+        return [f'<td class="name">model in production</td><td id="production-model">none yet ({result})</td>']
+    return [
+        f'<td class="name">{metric} of the model in production '
+        f'(<code>{_escape(production["production_model"])}</code>)</td>'
+        f'<td id="production-accuracy" data-value="{production["production"]!r}">'
+        f'{_number(production["production"])}</td>',
+        f'<td class="name">difference (candidate - production, TFMA; must be above 0)</td>'
+        f'<td id="production-difference" class="{result}" data-value="{production["difference"]!r}">'
+        f'{production["difference"]:+.4f} ({result})</td>',
+    ]
 
 
 def _overall_metrics_section(data: Dict[str, Any]) -> str:

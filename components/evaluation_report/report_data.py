@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 import tensorflow as tf
 from tfx.components.evaluator import constants as evaluator_constants
 
-from components.evaluation_report.decision import decision_sentence
+from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.tfma_output import (
     CHANGE,
     VALUE,
@@ -41,6 +41,10 @@ class ReportInputs:
       baseline_model_uri: the baseline Trainer's Model folder (holds history.json).
       ingest_report_uri: ImageExampleGen's IngestReport folder (holds ingest_report.json).
       pushed_to: where the Pusher copied the candidate; None when nothing was pushed.
+      production_evaluation_uri: ProductionEvaluator's ModelEvaluation folder (candidate vs the model in
+        production), with evaluation.compare_to_pushed; None otherwise.
+      production_model: the pushed model that was in production; None when nothing was pushed before
+        (the candidate was compared with the supervised baseline again) or without the comparison.
     """
 
     evaluation_uri: str
@@ -49,6 +53,8 @@ class ReportInputs:
     baseline_model_uri: str
     ingest_report_uri: str
     pushed_to: Optional[str] = None
+    production_evaluation_uri: Optional[str] = None
+    production_model: Optional[str] = None
 
 
 def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
@@ -68,7 +74,8 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
     class_names = ingest["class_names"]
     blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
     return {
-        "decision": _decision(evaluation, histories["candidate"]["method"], blessed, inputs.pushed_to),
+        "decision": _decision(evaluation, histories["candidate"]["method"], blessed, inputs.pushed_to,
+                              _production(inputs)),
         "thresholds": [
             {"metric": threshold.metric, "kind": threshold.kind, "required": describe_threshold(threshold.threshold),
              "passed": threshold.passed}
@@ -93,12 +100,33 @@ def _read_json(path: str) -> Any:
         return json.load(handle)
 
 
-def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Optional[str]) -> Dict[str, Any]:
-    """The thresholded metric of both models, its thresholds and the decision sentence."""
+def _production(inputs: ReportInputs) -> Optional[Dict[str, Any]]:
+    """The comparison with the model in production, from ProductionEvaluator's TFMA output; None without it."""
+    if inputs.production_evaluation_uri is None:
+        return None
+    evaluation = read_evaluation(inputs.production_evaluation_uri)
+    metric = _thresholded_metric(evaluation)
+    return dict(
+        production_comparison(
+            candidate_accuracy=evaluation.models[evaluation.candidate].metrics[metric],
+            production_accuracy=evaluation.models[evaluation.baseline].metrics[metric],
+            production_model=inputs.production_model,
+        ),
+        passed=evaluation.validation_ok,
+    )
+
+
+def _thresholded_metric(evaluation: Evaluation) -> str:
     metrics = sorted({threshold.metric for threshold in evaluation.thresholds})
     if len(metrics) != 1:
         raise ValueError(f"the report explains a decision on one thresholded metric; the evaluation has {metrics}")
-    metric = metrics[0]
+    return metrics[0]
+
+
+def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Optional[str],
+              production: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The thresholded metric of both models, its thresholds and the decision sentence."""
+    metric = _thresholded_metric(evaluation)
     candidate = evaluation.models[evaluation.candidate]
     decision = {
         "metric": metric,
@@ -111,10 +139,12 @@ def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Opt
         "difference": candidate.differences[metric],
         "min_value": _bound(evaluation, VALUE, "lower_bound"),
         "margin": _bound(evaluation, CHANGE, "absolute"),
+        "production": production,
     }
     decision["text"] = decision_sentence(
         method=method, candidate_accuracy=decision["candidate"], baseline_accuracy=decision["baseline"],
         min_accuracy=decision["min_value"], margin=decision["margin"], blessed=blessed, pushed_to=pushed_to,
+        production=production,
     )
     return decision
 
