@@ -55,6 +55,30 @@ def test_each_method_loss_goes_down_on_real_images(real_batch, method):
         assert history["output_std"][-1] > 0.01  # not collapsed
 
 
+def test_byol_target_moves_only_by_the_ema_and_normalises_with_batch_statistics(real_batch):
+    from trainer import losses
+
+    model, _ = train("byol", real_batch, steps=2)
+    images, _ = real_batch
+    target_ids = {id(variable) for variable in model.target_encoder.weights + model.target_projection_head.weights}
+    assert model.optimized_variables and not any(id(variable) in target_ids for variable in model.optimized_variables)
+    model.total_steps = 100  # mid-schedule, so that the EMA decay is below 1
+    pairs = model._network_pairs()
+    before = [(online.numpy(), target.numpy()) for online, target in pairs]
+    step = float(model.optimizer.iterations.numpy())
+    model.train_step(images)  # one more gradient step, then the EMA
+    decay = float(losses.byol_target_decay(tf.constant(step + 1.0), float(model.total_steps), 0.99))
+    for (online, target), (_, target_before) in zip(pairs, before):
+        if online.trainable:  # weights (BatchNorm moving statistics follow the same EMA, plus their own updates)
+            expected = decay * target_before + (1.0 - decay) * online.numpy()
+            np.testing.assert_allclose(target.numpy(), expected, rtol=1e-5, atol=1e-6, err_msg=target.path)
+    # Batch statistics: the target's outputs for an image depend on the rest of the batch.
+    views = images[:8]
+    alone = model._target_projections(views)[:4]
+    with_others = model._target_projections(tf.concat([views[:4], images[16:20]], axis=0))[:4]
+    assert float(tf.reduce_max(tf.abs(alone - with_others))) > 1e-4
+
+
 def test_probe_trains_only_the_probe_and_ignores_unlabeled_images(real_batch):
     model, _ = train("simclr", real_batch, steps=1)
     images, labels = real_batch

@@ -104,6 +104,11 @@ class SelfSupervisedModel(keras.Model):
         """Hook for updates outside the gradient step (BYOL's target network)."""
 
     @property
+    def optimized_variables(self) -> list:
+        """The variables the optimizer updates (BYOL leaves its target network out)."""
+        return self.trainable_variables
+
+    @property
     def extra_trackers(self) -> Dict[str, keras.metrics.Metric]:
         return {}
 
@@ -134,7 +139,7 @@ class SelfSupervisedModel(keras.Model):
             if self.probe is not None and labels is not None:
                 total_loss = loss + self._probe_loss(features_1, labels)
             scaled_loss = total_loss / replicas
-        variables = self.trainable_variables
+        variables = self.optimized_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self.after_gradient_step()
@@ -209,11 +214,12 @@ class BYOL(SelfSupervisedModel):
             config.projection_dim, config.projection_hidden_dim, 2, batch_norm=True, name="predictor",
             synchronized=synchronized,
         )
+        # The target network stays `trainable` so that its BatchNorm layers normalise with the batch's
+        # statistics, as in DeepMind's BYOL and solo-learn (Keras 3 uses the moving averages in a
+        # non-trainable layer); the optimizer never sees it (optimized_variables), only the EMA moves it.
         self.target_encoder = target_encoder
         self.target_projection_head = build_projection_head(*head_args, name="target_projection_head",
                                                             synchronized=synchronized)
-        self.target_encoder.trainable = False
-        self.target_projection_head.trainable = False
         self.total_steps = max(1, total_steps)
         self.output_std_tracker = keras.metrics.Mean(name="output_std")
 
@@ -234,8 +240,15 @@ class BYOL(SelfSupervisedModel):
         return list(zip(self.encoder.weights + self.projection_head.weights,
                         self.target_encoder.weights + self.target_projection_head.weights))
 
+    @property
+    def optimized_variables(self) -> list:
+        target = {id(variable) for variable in
+                  self.target_encoder.trainable_variables + self.target_projection_head.trainable_variables}
+        return [variable for variable in self.trainable_variables if id(variable) not in target]
+
     def _target_projections(self, views):
-        return self.target_projection_head(self.frames(self.target_encoder(views, training=False)), training=False)
+        features = self.frames(self.target_encoder(views, training=True))
+        return tf.stop_gradient(self.target_projection_head(features, training=True))
 
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
         projections_1 = self.projection_head(frames_1, training=True)
