@@ -114,7 +114,7 @@ class TrainingConfig:
     linear_epochs: int = 10
     linear_learning_rate: float = 1e-2
     finetune_epochs: int = 10
-    finetune_learning_rate: float = 1e-4
+    finetune_learning_rate: float = 1e-3
     baseline_learning_rate: float = 1e-3
 
     knn_k: int = 20
