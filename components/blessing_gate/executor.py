@@ -6,11 +6,12 @@ from typing import Any, Dict, List
 from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants
+from tfx.components.util.model_utils import is_model_blessed
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.blessing_gate.gate import all_blessed, is_blessed
+from components.blessing_gate.gate import all_blessed
 
 BLESSING_KEYS = ("baseline_blessing", "production_blessing")
 
@@ -25,7 +26,7 @@ class Executor(base_executor.BaseExecutor):
         model = artifact_utils.get_single_instance(input_dict["model"])
         blessings = {key: artifact_utils.get_single_instance(input_dict[key]) for key in BLESSING_KEYS}
         blessed = all_blessed(blessings.values())
-        logging.info("BlessingGate: %s -> %s", {key: is_blessed(value) for key, value in blessings.items()},
+        logging.info("BlessingGate: %s -> %s", {key: is_model_blessed(value) for key, value in blessings.items()},
                      "BLESSED" if blessed else "NOT BLESSED")
         output = artifact_utils.get_single_instance(output_dict["blessing"])
         marker = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME

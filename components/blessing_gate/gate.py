@@ -2,17 +2,11 @@
 
 from typing import Iterable
 
-from tfx.components.evaluator import constants as evaluator_constants
+from tfx.components.util.model_utils import is_model_blessed
 from tfx.types import artifact
 
 
-def is_blessed(blessing: artifact.Artifact) -> bool:
-    """What TFX's Pusher checks: the `blessed` custom property is 1."""
-    return blessing.get_int_custom_property(evaluator_constants.ARTIFACT_PROPERTY_BLESSED_KEY) == (
-        evaluator_constants.BLESSED_VALUE)
-
-
 def all_blessed(blessings: Iterable[artifact.Artifact]) -> bool:
-    """True when there is at least one blessing and each says blessed."""
+    """True when there is at least one blessing and each says blessed (TFX's Pusher check on each)."""
     blessings = list(blessings)
-    return bool(blessings) and all(is_blessed(blessing) for blessing in blessings)
+    return bool(blessings) and all(is_model_blessed(blessing) for blessing in blessings)
