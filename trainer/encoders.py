@@ -10,6 +10,14 @@ Encoders (names from `trainer.hparams.ENCODERS`) and their outputs:
   stages of two basic blocks with [width/2, width, 2 width, 4 width] filters,
   batch norm, global average pooling). width=128 gives the standard 64..512.
   Features (batch, 4 * width).
+* `resnet10_cifar`: a BatchNorm conv net sized for a few CPU cores, in the
+  layout of the DAWNBench ResNet-9 and airbench: a 3x3 stem of width/4 filters
+  with batch norm and ReLU, then three stages of width/2, width and 2 width
+  filters (width=128 gives 32 -> 64-128-256), each a 3x3 conv, 2x2 max-pool,
+  batch norm and ReLU followed by one residual block of two 3x3 conv + batch
+  norm + ReLU (added to its input), then global max pooling. Ten convolutions;
+  "same" padding, so image_size >= 8 (a 32x32 image ends at 4x4).
+  Features (batch, 2 * width).
 * `resnet50`, `efficientnet_b0`: `keras.applications` backbones with average
   pooling, `width` is ignored. Features (batch, 2048) and (batch, 1280). The
   images are rescaled to what the application expects. image_size >= 32.
@@ -22,6 +30,9 @@ Encoders (names from `trainer.hparams.ENCODERS`) and their outputs:
 for the applications, a Keras applications weights file without the top
 (`..._notop.h5`); for the other encoders, a file written by `save_weights` of
 an encoder built with the same arguments. Nothing is ever downloaded.
+
+`forward_flops(encoder)` counts an encoder's multiply-adds per image (for the
+benchmarks' MFLOP/image).
 """
 
 import math
@@ -46,8 +57,8 @@ def build_encoder(name: str, image_size: int, width: int = 128, weights: Optiona
         name: one of `trainer.hparams.ENCODERS`.
         image_size: height and width of the input images: at least 32 for
             small_cnn, resnet50 and efficientnet_b0, at least 8 for the others.
-        width: number of filters that sets the size of small_cnn, resnet18_cifar
-            and sequence_cnn (ignored by the applications), at least 2.
+        width: number of filters that sets the size of small_cnn, resnet18_cifar,
+            resnet10_cifar and sequence_cnn (ignored by the applications), at least 2.
         weights: None, or the path of a local weights file.
 
     Returns:
@@ -69,7 +80,8 @@ def build_encoder(name: str, image_size: int, width: int = 128, weights: Optiona
     inputs = keras.Input(shape=(image_size, image_size, 3), name="images")
     if name in APPLICATION_ENCODERS:
         return keras.Model(inputs, _application_features(name, inputs, weights), name=name)
-    builders = {"small_cnn": _small_cnn, "resnet18_cifar": _resnet18_cifar, "sequence_cnn": _sequence_cnn}
+    builders = {"small_cnn": _small_cnn, "resnet18_cifar": _resnet18_cifar, "resnet10_cifar": _resnet10_cifar,
+                "sequence_cnn": _sequence_cnn}
     encoder = keras.Model(inputs, builders[name](inputs, width), name=name)
     if weights is not None:
         encoder.load_weights(weights)
@@ -84,6 +96,43 @@ def encoder_outputs_sequence(name: str) -> bool:
     """
     _check_name(name)
     return name in SEQUENCE_ENCODERS
+
+
+def forward_flops(encoder: keras.Model) -> int:
+    """Floating-point operations of one image's forward pass, counted from the built model's layers.
+
+    Each Conv2D, DepthwiseConv2D and Dense layer (also inside nested models such as the
+    keras.applications backbones) counts 2 x its multiply-accumulates, from the shapes of the
+    layer's first call: Conv2D out_height * out_width * filters * kernel_height * kernel_width
+    * in_channels / groups, DepthwiseConv2D out_height * out_width * out_channels *
+    kernel_height * kernel_width, Dense (product of the non-batch input dimensions but the last)
+    * units * in_features. Biases, batch norm, activations, pooling, additions and resizing are
+    not counted (they are a few percent of a conv net's operations).
+
+    Args:
+        encoder: a built Keras model, e.g. from `build_encoder`.
+
+    Returns:
+        The number of operations per image (divide by 1e6 for MFLOP/image).
+    """
+    total = 0
+    for layer in encoder.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D, layers.Dense)):
+            output_shape = layer.output.shape
+            kernel_shape = layer.kernel.shape
+            if isinstance(layer, layers.Dense):
+                positions = math.prod(layer.input.shape[1:-1])
+                multiply_adds = positions * kernel_shape[0] * kernel_shape[1]
+            elif isinstance(layer, layers.DepthwiseConv2D):
+                # kernel (kh, kw, in_channels, depth_multiplier): one kh x kw filter per output channel.
+                multiply_adds = math.prod(output_shape[1:]) * kernel_shape[0] * kernel_shape[1]
+            else:
+                # kernel (kh, kw, in_channels / groups, filters).
+                multiply_adds = math.prod(output_shape[1:]) * math.prod(kernel_shape[:3])
+            total += 2 * multiply_adds
+    return int(total)
 
 
 def _check_name(name: str) -> None:
@@ -153,6 +202,21 @@ def _basic_block(inputs, filters: int, strides: int, name: str):
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_shortcut")(inputs)
         shortcut = layers.BatchNormalization(name=f"{name}_shortcut_norm")(shortcut)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([shortcut, residual]))
+
+
+def _resnet10_cifar(images, width: int):
+    """Conv-pool-BN-ReLU stages of [width/2, width, 2 width] with a residual block each; (batch, 2 * width)."""
+    features = _conv_norm_relu(images, max(1, width // 4), kernel_size=3, strides=1, name="stem")
+    for stage, filters in enumerate((max(1, width // 2), width, 2 * width), start=1):
+        name = f"stage{stage}"
+        features = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(features)
+        features = layers.MaxPooling2D(2, name=f"{name}_pool")(features)
+        features = layers.BatchNormalization(name=f"{name}_norm")(features)
+        features = layers.ReLU(name=f"{name}_relu")(features)
+        residual = _conv_norm_relu(features, filters, kernel_size=3, strides=1, name=f"{name}_residual1")
+        residual = _conv_norm_relu(residual, filters, kernel_size=3, strides=1, name=f"{name}_residual2")
+        features = layers.Add(name=f"{name}_add")([features, residual])
+    return layers.GlobalMaxPooling2D(name="max_pool")(features)
 
 
 def _sequence_cnn(images, width: int):

@@ -9,7 +9,7 @@ import dataclasses
 from typing import Dict, Literal, Optional
 
 METHODS = ("simclr", "simsiam", "byol")
-ENCODERS = ("small_cnn", "resnet18_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
+ENCODERS = ("small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
 # The smallest image_size each encoder accepts; 8 for the others.
 _MIN_ENCODER_IMAGE_SIZE = {"small_cnn": 32, "resnet50": 32, "efficientnet_b0": 32}
 
@@ -84,7 +84,7 @@ class TrainingConfig:
 
     method: Literal["simclr", "simsiam", "byol"] = "simclr"
     encoder: Literal[
-        "small_cnn", "resnet18_cifar", "resnet50", "efficientnet_b0", "sequence_cnn"
+        "small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn"
     ] = "small_cnn"
     encoder_width: int = 128
     encoder_weights: Optional[str] = None
