@@ -1,8 +1,9 @@
 """The selfsup configuration: one validated object, every default in one place.
 
 A config file is YAML with the sections below; every key is optional. Unknown
-keys, wrong types and impossible values raise `ConfigError` naming the key
-before any pipeline work starts. CLI flags override the file.
+keys, wrong types, impossible values and keys given twice raise `ConfigError`
+naming the key before any pipeline work starts, all problems of a file in one
+error, one per line. CLI flags override the file.
 
     data:        where the images come from and how they are read
     training:    both Trainers' hyperparameters (see trainer/hparams.py)
@@ -12,9 +13,10 @@ before any pipeline work starts. CLI flags override the file.
 """
 
 import dataclasses
+import logging
 import os
 import typing
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
@@ -270,55 +272,163 @@ def _check_value(value: Any, expected: Any, key: str) -> Any:
     raise TypeError(f"unsupported config annotation {_type_name(expected)} for {key}")
 
 
-def _build_section(cls: type, values: Any, section: str) -> Any:
-    require(isinstance(values, dict), section, f"must be a mapping, got {type(values).__name__}")
+def _build_section(cls: type, values: Any, section: str, errors: List[str]) -> Any:
+    """The section's dataclass, or None when it has a problem; every problem is appended to `errors`.
+
+    Every unknown key and every value of the wrong type is reported; the dataclass's own checks
+    (ranges, keys that go together) run when all keys are known and well-typed, and report their
+    first problem.
+    """
+    try:
+        require(isinstance(values, dict), section, f"must be a mapping, got {type(values).__name__}")
+    except ConfigError as error:
+        errors.append(str(error))
+        return None
     hints = typing.get_type_hints(cls)
     known = [field.name for field in dataclasses.fields(cls)]
     kwargs = {}
+    problems_before = len(errors)
     for key, value in values.items():
-        require(key in known, f"{section}.{key}", f"unknown key; known keys of '{section}' are {known}")
-        kwargs[key] = _check_value(value, hints[key], f"{section}.{key}")
-    return cls(**kwargs)
+        try:
+            require(key in known, f"{section}.{key}", f"unknown key; known keys of '{section}' are {known}")
+            kwargs[key] = _check_value(value, hints[key], f"{section}.{key}")
+        except ConfigError as error:
+            errors.append(str(error))
+    if len(errors) > problems_before:
+        return None
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        errors.append(str(error))
+        return None
+
+
+def _validate(values: Any, errors: List[str]) -> Optional[Config]:
+    """The Config of a parsed file, or None; every problem of every section is appended to `errors`."""
+    values = values or {}
+    require(isinstance(values, dict), "<top level>", "the config file must be a YAML mapping of sections")
+    hints = typing.get_type_hints(Config)
+    sections = {}
+    for key, section_values in values.items():
+        try:
+            require(key in hints, key, f"unknown section; known sections are {list(hints)}")
+        except ConfigError as error:
+            errors.append(str(error))
+            continue
+        sections[key] = _build_section(hints[key], section_values or {}, key, errors)
+    return None if errors else Config(**sections)
+
+
+def _raise_if_any(errors: List[str], source: Optional[str]) -> None:
+    """One ConfigError for all problems: a single one as it is, several one per line under a count."""
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigError(f"{len(errors)} problems in {source or 'the config'}:\n" + "\n".join(errors))
 
 
 def config_from_dict(values: Optional[dict]) -> Config:
-    """Builds and validates a Config from a nested dict (a parsed YAML file)."""
-    values = values or {}
-    require(isinstance(values, dict), "<top level>", "the config file must be a YAML mapping of sections")
-    sections = {field.name: field.type for field in dataclasses.fields(Config)}
-    hints = typing.get_type_hints(Config)
-    for key in values:
-        require(key in sections, key, f"unknown section; known sections are {list(sections)}")
-    return Config(**{key: _build_section(hints[key], values[key] or {}, key) for key in values})
+    """Builds and validates a Config from a nested dict (a parsed YAML file); raises every problem at once."""
+    errors: List[str] = []
+    config = _validate(values, errors)
+    _raise_if_any(errors, None)
+    return config
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, but a key given twice in one mapping (at any depth) is recorded, not overwritten.
+
+    `duplicates` collects one message per repeated key, with its dotted path and the 1-based lines of
+    the first and the repeated occurrence (from the nodes' start marks). YAML merge keys (`<<`) are
+    not duplicates: merging is what they are for.
+    """
+
+    def __init__(self, stream, source: str):
+        super().__init__(stream)
+        self.source = source
+        self.duplicates: List[str] = []
+        self._mapping_paths: Dict[int, str] = {}
+
+    def construct_document(self, node):
+        self._record_mapping_paths(node, "", set())
+        return super().construct_document(node)
+
+    def _record_mapping_paths(self, node, path: str, visited: set) -> None:
+        """Remembers the dotted path of every mapping node (aliases make the node graph a DAG, or a cycle)."""
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            self._mapping_paths[id(node)] = path
+            for key_node, value_node in node.value:
+                name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                self._record_mapping_paths(value_node, f"{path}.{name}" if path else name, visited)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._record_mapping_paths(item, f"{path}[{index}]", visited)
+
+    def construct_mapping(self, node, deep=False):
+        path = self._mapping_paths.get(id(node), "")
+        first_lines: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                dotted = f"{path}.{key}" if path else str(key)
+                message = (f"config key '{dotted}' is given twice (lines {first_lines[key]} and {line}) "
+                           f"in {self.source}")
+                if message not in self.duplicates:
+                    self.duplicates.append(message)
+            else:
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: str) -> Tuple[Any, List[str]]:
+    """The parsed file and its duplicate-key problems; ConfigError when it is not YAML."""
+    with open(path, encoding="utf-8") as handle:
+        loader = _UniqueKeyLoader(handle, path)
+        try:
+            return loader.get_single_data(), loader.duplicates
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        finally:
+            loader.dispose()
 
 
 def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
     """Reads a YAML config file (or the defaults), applies dotted-key overrides, validates.
 
     Args:
-      path: a YAML file, or None for the defaults.
+      path: a YAML file, or None for the defaults. An empty file (or only comments) logs a warning
+        and gives the defaults.
       overrides: e.g. {"data.path": "/images", "training.method": "simsiam"} from CLI flags.
 
     Returns:
       A validated Config.
 
     Raises:
-      ConfigError: naming the bad key; FileNotFoundError if `path` does not exist.
+      ConfigError: naming the bad key, one line per problem when there are several (keys given
+        twice, unknown keys, wrong types, impossible values); FileNotFoundError if `path` does not exist.
     """
-    values: dict = {}
+    values: Any = {}
+    errors: List[str] = []
     if path is not None:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file not found: {path}")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                values = yaml.safe_load(handle) or {}
-            except yaml.YAMLError as error:
-                raise ConfigError(f"config file {path} is not valid YAML: {error}") from error
+        values, errors = _read_yaml(path)
+        if values is None:
+            logging.warning("config file %s is empty (or holds only comments): every setting has its default", path)
+            values = {}
         require(isinstance(values, dict), path, "the config file must be a YAML mapping of sections")
     for dotted_key, value in (overrides or {}).items():
         section, _, key = dotted_key.partition(".")
         if values.get(section) is None:
             values[section] = {}
-        require(isinstance(values[section], dict), section, f"must be a mapping, got {values[section]!r}")
-        values[section][key] = value
-    return config_from_dict(values)
+        if isinstance(values[section], dict):  # otherwise _validate reports the section
+            values[section][key] = value
+    config = _validate(values, errors)
+    _raise_if_any(errors, path)
+    return config

@@ -1,5 +1,8 @@
 """The config file: defaults, overrides, and errors that name the bad key before any work."""
 
+import logging
+import re
+
 import pytest
 
 from pipeline.config import Config, ConfigError, load_config
@@ -76,3 +79,72 @@ def test_missing_file_and_invalid_yaml(tmp_path):
 def test_training_config_round_trips_through_custom_config():
     config = TrainingConfig(method="simsiam", pretrain_augment={"hue": 0.2})
     assert TrainingConfig(**config.to_dict()) == config
+
+
+def test_a_key_given_twice_is_an_error_naming_it_and_both_lines(tmp_path):
+    path = write(tmp_path, "training:\n  batch_size: 64\n  method: simsiam\n  batch_size: 32\n")
+    with pytest.raises(ConfigError, match=r"^config key 'training.batch_size' is given twice \(lines 2 and 4\) in "
+                                          + re.escape(path) + "$"):
+        load_config(path)
+
+
+def test_duplicates_at_every_depth_and_a_repeated_section_are_all_named(tmp_path):
+    text = ("training:\n"                   # 1
+            "  pretrain_augment:\n"         # 2
+            "    hue: 0.1\n"                # 3
+            "    hue: 0.2\n"                # 4
+            "evaluation:\n"                 # 5
+            "  margin: 0.1\n"               # 6
+            "training:\n"                   # 7: the whole earlier section would silently vanish
+            "  batch_size: 32\n")           # 8
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"2 problems in {tmp_path / 'config.yaml'}:"
+    assert lines[1].startswith("config key 'training' is given twice (lines 1 and 7)")
+    assert lines[2].startswith("config key 'training.pretrain_augment.hue' is given twice (lines 3 and 4)")
+
+
+def test_a_key_overriding_a_yaml_merge_is_not_a_duplicate(tmp_path):
+    config = load_config(write(tmp_path, "training:\n  <<: {batch_size: 64, method: byol}\n  batch_size: 32\n"))
+    assert (config.training.batch_size, config.training.method) == (32, "byol")
+
+
+def test_every_problem_of_a_file_is_reported_together(tmp_path):
+    text = ("training:\n  bacth_size: 10\n  method: mocov3\n  temperature: warm\n"
+            "evaluation:\n  margin: 2\n"
+            "data:\n  source: s3bucket\n"
+            "trainign:\n  batch_size: 10\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    header, *problems = str(error.value).splitlines()
+    assert header == f"6 problems in {tmp_path / 'config.yaml'}:"
+    named = [re.match(r"config key '([^']+)': ", line).group(1) for line in problems]
+    assert named == ["training.bacth_size", "training.method", "training.temperature", "evaluation.margin",
+                     "data.source", "trainign"]
+
+
+def test_cli_overrides_are_checked_with_the_file(tmp_path):
+    path = write(tmp_path, "evaluation:\n  margin: 2\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, {"training.method": "mocov3"})
+    assert "'evaluation.margin'" in str(error.value) and "'training.method'" in str(error.value)
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n\n# still nothing\n"])
+def test_an_empty_file_warns_and_gives_the_defaults(tmp_path, caplog, text):
+    path = write(tmp_path, text)
+    with caplog.at_level(logging.WARNING):
+        assert load_config(path) == Config()
+    assert any(path in record.getMessage() and "empty" in record.getMessage() for record in caplog.records)
+
+
+def test_custom_config_with_an_unknown_key_is_an_error_naming_it():
+    from trainer.run import training_config_from_custom_config
+
+    custom_config = dict(TrainingConfig(method="byol").to_dict(), role="candidate", trainer_code_fingerprint="abc")
+    assert training_config_from_custom_config(custom_config) == TrainingConfig(method="byol")
+    with pytest.raises(ConfigError) as error:
+        training_config_from_custom_config(dict(custom_config, bacth_size=8, pretrain_epoch=3))
+    lines = str(error.value).splitlines()
+    assert [line.split("'")[1] for line in lines] == ["custom_config.bacth_size", "custom_config.pretrain_epoch"]

@@ -33,7 +33,7 @@ from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
-from trainer.hparams import TrainingConfig
+from trainer.hparams import ConfigError, TrainingConfig
 from trainer.methods import build_method
 from trainer.optimizers import build_optimizer
 
@@ -41,9 +41,30 @@ ROLES = ("candidate", "baseline")
 HISTORY_FILE = "history.json"
 
 
+# The keys the pipeline adds to custom_config beside the training: section: `role` and the trainer's code
+# fingerprint (pipeline/pipeline.py), and the Vertex AI custom job of a multi-worker Trainer
+# (kubeflow/runner.py; TFX's names in tfx.extensions.google_cloud_ai_platform, which the Vertex Trainer
+# executor reads and passes on). tests/test_kubeflow.py and tests/test_pipeline_factory.py keep this true.
+PIPELINE_CUSTOM_CONFIG_KEYS = ("role", "trainer_code_fingerprint", "ai_platform_enable_vertex",
+                               "ai_platform_vertex_region", "ai_platform_training_args")
+
+
 def training_config_from_custom_config(custom_config: Dict[str, Any]) -> TrainingConfig:
-    """Rebuilds the validated TrainingConfig from the Trainer's custom_config."""
-    names = {field.name for field in dataclasses.fields(TrainingConfig)}
+    """Rebuilds the validated TrainingConfig from the Trainer's custom_config.
+
+    Raises:
+      ConfigError: a key that is neither a training: setting nor one the pipeline adds
+        (PIPELINE_CUSTOM_CONFIG_KEYS), e.g. a typo in a hand-edited Kubeflow runtime parameter; every
+        such key is named, one per line.
+    """
+    names = [field.name for field in dataclasses.fields(TrainingConfig)]
+    unknown = [key for key in custom_config if key not in names and key not in PIPELINE_CUSTOM_CONFIG_KEYS]
+    if unknown:
+        raise ConfigError("\n".join(
+            f"config key 'custom_config.{key}': unknown key in the Trainer's custom_config; known keys are the "
+            f"training: settings {names} and {list(PIPELINE_CUSTOM_CONFIG_KEYS)}"
+            for key in unknown
+        ))
     return TrainingConfig(**{key: value for key, value in custom_config.items() if key in names})
 
 
