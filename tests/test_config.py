@@ -51,6 +51,12 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
          "training.pretrain_augment.flip_probability"),
         ("training:\n  strategy: tpu\n", "training.tpu_address"),
         ("training:\n  image_size: 16\n", "training.image_size"),
+        ("training:\n  distill_epochs: -1\n", "training.distill_epochs"),
+        ("training:\n  distill_epochs: 1.5\n", "training.distill_epochs"),
+        ("training:\n  distill_temperature: 0\n", "training.distill_temperature"),
+        ("training:\n  distill_learning_rate: -0.001\n", "training.distill_learning_rate"),
+        ("training:\n  distill_labeled_weight: -0.5\n", "training.distill_labeled_weight"),
+        ("training:\n  distill_labeled_weight: lots\n", "training.distill_labeled_weight"),
         ("evaluation:\n  min_accuracy: 1.5\n", "evaluation.min_accuracy"),
         ("evaluation:\n  margin: 2\n", "evaluation.margin"),
         ("data:\n  source: s3bucket\n", "data.source"),
@@ -67,6 +73,14 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
 def test_bad_values_name_the_key(tmp_path, text, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(write(tmp_path, text))
+
+
+def test_distillation_is_off_by_default_and_configurable(tmp_path):
+    assert load_config().training.distill_epochs == 0
+    config = load_config(write(tmp_path, "training:\n  distill_epochs: 5\n  distill_temperature: 2\n"
+                                         "  distill_learning_rate: 0.0005\n  distill_labeled_weight: 0\n"))
+    assert (config.training.distill_epochs, config.training.distill_temperature,
+            config.training.distill_learning_rate, config.training.distill_labeled_weight) == (5, 2.0, 0.0005, 0.0)
 
 
 def test_missing_file_and_invalid_yaml(tmp_path):

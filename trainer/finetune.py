@@ -28,15 +28,20 @@ def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is
     return keras.Model(images, probabilities, name="classifier")
 
 
+def build_classifier_optimizer(config: TrainingConfig, learning_rate: float,
+                               total_steps: int) -> keras.optimizers.Optimizer:
+    """The optimizer of every classifier phase: `training.optimizer` (Adam in place of LARS, which is
+    for large-batch pretraining), cosine decay from `learning_rate` over `total_steps`, no warmup."""
+    return build_optimizer("adam" if config.optimizer == "lars" else config.optimizer, learning_rate,
+                           config.weight_decay, total_steps, 0)
+
+
 def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs: int, learning_rate: float,
                config: TrainingConfig, steps_per_epoch: int, callbacks: List, phase: str) -> Dict[str, List[float]]:
     if epochs == 0:
         return {}
     training_model.compile(
-        optimizer=build_optimizer(
-            "adam" if config.optimizer == "lars" else config.optimizer,
-            learning_rate, config.weight_decay, epochs * steps_per_epoch, 0,
-        ),
+        optimizer=build_classifier_optimizer(config, learning_rate, epochs * steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )

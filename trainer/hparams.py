@@ -117,6 +117,12 @@ class TrainingConfig:
     finetune_learning_rate: float = 1e-3
     baseline_learning_rate: float = 1e-3
 
+    # Distillation of the fine-tuned candidate into a student on the unlabeled images (trainer/distill.py).
+    distill_epochs: int = 0
+    distill_temperature: float = 1.0
+    distill_learning_rate: float = 1e-3
+    distill_labeled_weight: float = 0.5
+
     knn_k: int = 20
     monitor_every_epochs: int = 1
     collapse_std_threshold: float = 0.01
@@ -137,7 +143,7 @@ class TrainingConfig:
         ):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be a positive integer, got {value}")
-        for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs"):
+        for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs", "distill_epochs"):
             value = getattr(self, key)
             require(value >= 0, prefix + key, f"must be zero or more, got {value}")
         require(
@@ -146,10 +152,12 @@ class TrainingConfig:
             "linear_epochs + finetune_epochs must be at least 1 so that a classifier is trained",
         )
         for key in ("pretrain_learning_rate", "linear_learning_rate", "finetune_learning_rate",
-                    "baseline_learning_rate", "temperature"):
+                    "baseline_learning_rate", "temperature", "distill_temperature", "distill_learning_rate"):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be greater than 0, got {value}")
         require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")
+        require(self.distill_labeled_weight >= 0, prefix + "distill_labeled_weight",
+                f"must be zero or more, got {self.distill_labeled_weight}")
         require(
             0.0 <= self.byol_base_ema < 1.0, prefix + "byol_base_ema", f"must be in [0, 1), got {self.byol_base_ema}"
         )

@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors
+from trainer import checkpoints, data, distill, distribute, monitors
 from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.export import export_classifier
@@ -136,7 +136,8 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
 def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
            class_names: List[str], log_dir: str, backup_dir: str, backup_save_dir: str,
            timings: Dict[str, float]) -> Tuple[keras.Model, Dict[str, list]]:
-    """Pretraining (candidate) and classifier training; returns the classifier and the history.
+    """Pretraining (candidate), classifier training and distillation (candidate, `training.distill_epochs`);
+    returns the classifier and the history.
 
     Records the seconds each stage took (in this execution) into `timings`.
     """
@@ -162,6 +163,8 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune")),
     ]
+    distilling = role == "candidate" and config.distill_epochs > 0
+    encoder_weights_before_finetuning = distill.pretrained_encoder_weights(config, encoder) if distilling else None
     started = time.monotonic()
     with strategy.scope():
         classifier = build_classifier(encoder, len(class_names), config.image_size, is_sequence)
@@ -172,6 +175,13 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             from_scratch=(role == "baseline"),
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
+    if distilling:  # the fine-tuned classifier becomes the teacher; the student is the candidate
+        started = time.monotonic()
+        classifier, distill_history = distill.distill_classifier(
+            config, strategy, classifier, encoder_weights_before_finetuning, examples_uri, sizes, log_dir,
+            checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"))
+        history.update(distill_history)
+        timings["distill_seconds"] = round(time.monotonic() - started, 1)
     return classifier, history
 
 

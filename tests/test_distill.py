@@ -1,0 +1,257 @@
+"""Distillation of the fine-tuned candidate into a student (trainer/distill.py) on real digit scans.
+
+- the soft cross-entropy against NumPy;
+- one step under MirroredStrategy (two logical CPUs) equals the same step under the default strategy;
+- the student's loss falls and its agreement with the teacher rises;
+- a distillation killed after an epoch resumes from its backup;
+- in the Trainer: with distill_epochs 0 the candidate is the fine-tuned classifier, otherwise the student.
+"""
+
+import dataclasses
+
+import apache_beam as beam
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.image_example_gen.ingest import ingest
+from pipeline.config import DataConfig
+from pipeline.demo_data import write_digits_dataset
+from trainer import checkpoints, data, distill, keras_fixes, run
+from trainer.encoders import build_encoder
+from trainer.finetune import build_classifier
+from trainer.hparams import TrainingConfig
+
+IMAGE_SIZE = 32
+# 1,697 unlabeled and train images: 13 steps of 128 per distillation epoch.
+TINY = dict(encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
+            projection_dim=16, projection_hidden_dim=16, knn_k=3, seed=0, distill_learning_rate=3e-3)
+
+
+# --- The loss --------------------------------------------------------------------------------------
+
+def softmax(logits):
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_soft_cross_entropy_matches_numpy(temperature):
+    generator = np.random.default_rng(0)
+    teacher_logits, student_logits = generator.normal(size=(2, 6, 5)) * 3
+
+    loss = distill.soft_cross_entropy(softmax(teacher_logits).astype("float32"),
+                                      softmax(student_logits).astype("float32"), temperature)
+
+    teacher_soft = softmax(teacher_logits / temperature)
+    student_log = np.log(softmax(student_logits / temperature))
+    np.testing.assert_allclose(loss.numpy(), -(teacher_soft * student_log).sum(axis=1), rtol=1e-5)
+    # The cross-entropy is smallest when the student's distribution is the teacher's.
+    own = distill.soft_cross_entropy(softmax(teacher_logits).astype("float32"),
+                                     softmax(teacher_logits).astype("float32"), temperature)
+    assert np.all(own.numpy() <= loss.numpy() + 1e-6)
+
+
+# --- One step under MirroredStrategy equals the default strategy's --------------------------------------
+
+def build_distillation(strategy):
+    """Distillation of a small_cnn teacher into a small_cnn student (identity augmentation), from seed 0."""
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        teacher = build_classifier(build_encoder("small_cnn", IMAGE_SIZE, 8), 3, IMAGE_SIZE, is_sequence=False)
+        student = build_classifier(build_encoder("small_cnn", IMAGE_SIZE, 8), 3, IMAGE_SIZE, is_sequence=False)
+        return distill.Distillation(teacher, student, keras.layers.Identity(), temperature=2.0, labeled_weight=0.5,
+                                    unlabeled_batch_size=8, labeled_batch_size=4)
+
+
+def distillation_step(strategy, batch, initial_weights):
+    """One SGD step from `initial_weights` under `strategy`; returns (model, loss)."""
+    model = build_distillation(strategy)
+    with strategy.scope():
+        model.set_weights(initial_weights)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+    return model, history.history["loss"][0]
+
+
+def test_distillation_step_under_mirrored_strategy_matches_default_strategy():
+    """Both batches split over the replicas; each replica's loss share is its sum over the global batch."""
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
+    keras_fixes.fix_keras_under_strategies()
+    # Its own collective key range, away from other test modules' MirroredStrategy (see test_distribute.py).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 3_000_000)
+        mirrored = tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+    generator = np.random.default_rng(0)
+    batch = (generator.random((8, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32"),
+             (generator.random((4, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32"), np.array([0, 1, 2, 1])))
+    initial = build_distillation(tf.distribute.get_strategy())
+    initial_weights = initial.get_weights()
+
+    default_model, default_loss = distillation_step(tf.distribute.get_strategy(), batch, initial_weights)
+    mirrored_model, mirrored_loss = distillation_step(mirrored, batch, initial_weights)
+
+    assert mirrored.num_replicas_in_sync == 2
+    np.testing.assert_allclose(mirrored_loss, default_loss, rtol=1e-5)
+    for before, after in zip(initial.teacher.get_weights(), default_model.teacher.get_weights()):
+        np.testing.assert_array_equal(after, before)  # the teacher is frozen
+    changed = 0
+    for variable, before, after_default, after_mirrored in zip(
+        default_model.student.weights, initial.student.get_weights(), default_model.student.get_weights(),
+        mirrored_model.student.get_weights(),
+    ):
+        changed += not np.allclose(before, after_default)
+        np.testing.assert_allclose(after_mirrored, after_default, rtol=1e-4, atol=1e-6, err_msg=variable.path)
+    assert changed == len(default_model.student.weights)
+
+
+# --- Distillation on real images ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def examples_uri(tmp_path_factory):
+    """scikit-learn's digits as an Examples artifact: 100 train, 100 eval and 1,597 unlabeled images."""
+    folder = tmp_path_factory.mktemp("digits")
+    write_digits_dataset(str(folder), labeled_per_class=10, test_per_class=10)
+    root = tmp_path_factory.mktemp("pipeline-root")
+    uri = str(root / "ImageExampleGen" / "examples" / "1")
+    settings = dataclasses.asdict(DataConfig(source="folder", path=str(folder), max_bad_fraction=0.0))
+    ingest(settings, uri, str(root / "ImageExampleGen" / "report" / "1"),
+           lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
+    return uri
+
+
+@pytest.fixture(scope="module")
+def sizes(examples_uri):
+    return run._split_sizes(examples_uri)
+
+
+@pytest.fixture(scope="module")
+def teacher_and_initial_encoder_weights(examples_uri):
+    """A classifier trained on the 100 train images, and its encoder's weights before that training."""
+    keras.utils.set_random_seed(0)
+    encoder = build_encoder("small_cnn", IMAGE_SIZE, TINY["encoder_width"])
+    initial_weights = encoder.get_weights()
+    teacher = build_classifier(encoder, 10, IMAGE_SIZE, is_sequence=False)
+    teacher.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    teacher.fit(data.labeled_dataset(data.split_files(examples_uri, "train"), 32, IMAGE_SIZE, 0, shuffle=True),
+                epochs=30, verbose=0)
+    return teacher, initial_weights
+
+
+def unlabeled_agreement(teacher, student, examples_uri):
+    """Fraction of the unlabeled images (not augmented) on which student and teacher predict the same class."""
+    images = data.image_dataset(data.split_files(examples_uri, "unlabeled"), 256, IMAGE_SIZE, 0, shuffle=False)
+    agreements = [np.argmax(teacher(batch, training=False), axis=1) == np.argmax(student(batch, training=False), axis=1)
+                  for batch in images]
+    return float(np.mean(np.concatenate(agreements)))
+
+
+def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, sizes,
+                                                                  teacher_and_initial_encoder_weights, tmp_path):
+    teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
+    config = TrainingConfig(distill_epochs=6, **TINY)
+    keras.utils.set_random_seed(1)
+    backup = checkpoints.EpochBackup(str(tmp_path / "backup"), str(tmp_path / "backup"), "distillation")
+
+    student, history = distill.distill_classifier(config, tf.distribute.get_strategy(), teacher,
+                                                  initial_encoder_weights, examples_uri, sizes, str(tmp_path),
+                                                  backup)
+
+    assert len(history["distill/loss"]) == 6
+    assert {"distill/distillation_loss", "distill/labeled_loss", "distill/accuracy", "distill/val_loss",
+            "distill/val_accuracy"} <= set(history)
+    assert history["distill/loss"][-1] < history["distill/loss"][0] - 0.2, history["distill/loss"]
+    agreement = history["distill/teacher_agreement"]
+    assert agreement[-1] > agreement[0] + 0.15, agreement
+    assert unlabeled_agreement(teacher, student, examples_uri) > 0.6
+    assert student is not teacher and student.count_params() == teacher.count_params()
+    assert (tmp_path / "distill").is_dir()  # TensorBoard
+
+
+class BackupThenStop(checkpoints.EpochBackup):
+    """The real backup, then a KeyboardInterrupt after epoch `stop_after`, as a kill would end the Trainer."""
+
+    def __init__(self, folder, stop_after):
+        super().__init__(folder, folder, "distillation")
+        self.stop_after = stop_after
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch + 1 == self.stop_after:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
+
+
+def test_killed_distillation_resumes_from_its_backup(examples_uri, sizes, teacher_and_initial_encoder_weights,
+                                                     tmp_path, capsys):
+    teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
+    config = TrainingConfig(distill_epochs=3, **TINY)
+    folder = str(tmp_path / "backup")
+    with pytest.raises(KeyboardInterrupt):
+        distill.distill_classifier(config, tf.distribute.get_strategy(), teacher, initial_encoder_weights,
+                                   examples_uri, sizes, str(tmp_path), BackupThenStop(folder, stop_after=1))
+    interrupted = capsys.readouterr().out
+    assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
+
+    student, history = distill.distill_classifier(
+        config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, examples_uri, sizes, str(tmp_path),
+        checkpoints.EpochBackup(folder, folder, "distillation"))
+
+    resumed = capsys.readouterr().out
+    assert "[selfsup] resuming distillation at epoch 1" in resumed
+    assert "Epoch 1/3" not in resumed and "Epoch 2/3" in resumed and "Epoch 3/3" in resumed
+    assert len(history["distill/loss"]) == 3
+    # The restored student goes on from where it was: the resumed epochs are better than the first.
+    assert history["distill/teacher_agreement"][2] > history["distill/teacher_agreement"][0]
+
+
+# --- In the Trainer ----------------------------------------------------------------------------------
+
+def eval_cross_entropy(classifier, examples_uri):
+    """Mean cross-entropy of `classifier` over the eval split."""
+    losses = [keras.losses.sparse_categorical_crossentropy(labels, classifier(images, training=False)).numpy()
+              for images, labels in data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, IMAGE_SIZE, 0,
+                                                         shuffle=False)]
+    return float(np.mean(np.concatenate(losses)))
+
+
+@pytest.mark.parametrize("distill_epochs, pretrain_epochs", [(0, 0), (1, 1)])
+def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, tmp_path, capsys, distill_epochs,
+                                                                 pretrain_epochs):
+    config = TrainingConfig(pretrain_epochs=pretrain_epochs, linear_epochs=1, finetune_epochs=1,
+                            distill_epochs=distill_epochs, **TINY)
+    keras.utils.set_random_seed(config.seed)
+    timings = {}
+    backup_dir = str(tmp_path / "backup")
+
+    classifier, history = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
+                                     data.read_class_names(examples_uri), str(tmp_path / "logs"), backup_dir,
+                                     backup_dir, timings)
+
+    # The exported classifier is the one whose eval loss the last phase reported at its last epoch.
+    fine_tuned_loss = history["finetune/val_loss"][-1]
+    if distill_epochs == 0:
+        assert not [key for key in history if key.startswith("distill/")] and "distill_seconds" not in timings
+        assert not (tmp_path / "logs" / "distill").exists()
+        np.testing.assert_allclose(eval_cross_entropy(classifier, examples_uri), fine_tuned_loss, rtol=1e-5)
+    else:
+        assert len(history["distill/loss"]) == 1 and timings["distill_seconds"] > 0
+        assert "student from the pretrained encoder" in capsys.readouterr().out
+        assert (tmp_path / "logs" / "distill").is_dir() and (tmp_path / "backup" / "distillation-fit-1").is_dir()
+        student_loss = eval_cross_entropy(classifier, examples_uri)
+        np.testing.assert_allclose(student_loss, history["distill/val_loss"][-1], rtol=1e-5)
+        assert abs(student_loss - fine_tuned_loss) > 1e-3
+
+
+def test_the_baseline_is_never_distilled(examples_uri, tmp_path):
+    config = TrainingConfig(linear_epochs=1, finetune_epochs=0, distill_epochs=2, **TINY)
+    timings = {}
+
+    _, history = run._train("baseline", config, tf.distribute.get_strategy(), examples_uri,
+                            data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
+                            str(tmp_path / "backup"), timings)
+
+    assert list(history) and not [key for key in history if key.startswith("distill/")]
+    assert "distill_seconds" not in timings

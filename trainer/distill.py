@@ -1,0 +1,215 @@
+"""Distillation of the fine-tuned candidate into a student on the unlabeled images (SimCLRv2's third stage).
+
+The teacher is the fine-tuned candidate classifier, frozen. The student is a classifier of the same
+architecture (`finetune.build_classifier` around a fresh encoder). Its encoder starts from the
+encoder's weights before fine-tuning (after pretraining, or from `training.encoder_weights`) and its
+head from random weights: a copy of the teacher would already agree with it everywhere, so the soft
+targets would teach it little beyond more fine-tuning. Without pretrained weights (no pretraining and
+no weights file) the student starts as a copy of the teacher.
+
+Each step takes a batch of unlabeled and train images (`training.batch_size`, labels ignored) and a
+batch of labeled train images (`training.finetune_batch_size`), both weakly augmented
+(`training.finetune_augment`); teacher and student see the same views:
+
+    loss = mean soft_cross_entropy(teacher, student, distill_temperature) over the unlabeled batch
+           + distill_labeled_weight * mean cross-entropy over the labeled batch
+
+Under a tf.distribute strategy each replica's share of the loss is its sum divided by the global
+batch (`tf.nn.compute_average_loss`), because Keras sums gradients across replicas. The history
+(`distill/...`) has `loss`, `distillation_loss`, `labeled_loss`, `accuracy` (labeled batch),
+`teacher_agreement` (fraction of the unlabeled images where the student's most likely class is the
+teacher's) and, on the eval split, `val_loss` (cross-entropy) and `val_accuracy`.
+"""
+
+import os
+from typing import Dict, List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trainer import checkpoints, data, distribute, monitors
+from trainer.augment import build_finetune_augmenter
+from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.finetune import build_classifier, build_classifier_optimizer
+from trainer.hparams import TrainingConfig
+
+PHASE = "distill"
+# Probabilities are clipped to [EPSILON, 1] before their logarithm, as Keras' cross-entropy does.
+EPSILON = 1e-7
+
+
+def soft_cross_entropy(teacher_probabilities: tf.Tensor, student_probabilities: tf.Tensor,
+                       temperature: float) -> tf.Tensor:
+    """Cross-entropy of the student's softened class distribution against the teacher's.
+
+    Both classifiers end in a softmax, so log p = logits - constant and softmax(log p / T) is
+    softmax(logits / T): the distribution at temperature T. Not multiplied by T^2 (as SimCLRv2).
+
+    Args:
+      teacher_probabilities: (B, C) probabilities; no gradient flows into them.
+      student_probabilities: (B, C) probabilities.
+      temperature: T > 0; T > 1 softens both distributions.
+
+    Returns:
+      (B,) float32: -sum_c teacher_T[c] * log student_T[c].
+    """
+    def tempered_log_probabilities(probabilities):
+        log_probabilities = tf.math.log(tf.clip_by_value(tf.cast(probabilities, tf.float32), EPSILON, 1.0))
+        return tf.nn.log_softmax(log_probabilities / temperature, axis=-1)
+
+    teacher_soft = tf.stop_gradient(tf.exp(tempered_log_probabilities(teacher_probabilities)))
+    return -tf.reduce_sum(teacher_soft * tempered_log_probabilities(student_probabilities), axis=-1)
+
+
+class Distillation(keras.Model):
+    """Trains `student` on `teacher`'s soft predictions plus the labels (see the module docstring).
+
+    Batches are `(unlabeled_images (B, H, W, 3), (labeled_images (L, H, W, 3), labels (L,)))` in
+    training and `(images, labels)` in evaluation (the student alone). Only the student trains.
+
+    Args:
+      teacher: the fine-tuned classifier, images -> (B, C) probabilities; frozen here.
+      student: a classifier of the same input and output shapes.
+      augmenter: the weak augmentation, applied inside the step.
+      temperature: `training.distill_temperature`.
+      labeled_weight: `training.distill_labeled_weight`.
+      unlabeled_batch_size, labeled_batch_size: the global batch sizes (every batch is full).
+    """
+
+    def __init__(self, teacher: keras.Model, student: keras.Model, augmenter: keras.layers.Layer,
+                 temperature: float, labeled_weight: float, unlabeled_batch_size: int, labeled_batch_size: int,
+                 **kwargs):
+        super().__init__(**kwargs)
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        self.augmenter = augmenter
+        self.temperature = temperature
+        self.labeled_weight = labeled_weight
+        self.unlabeled_batch_size = unlabeled_batch_size
+        self.labeled_batch_size = labeled_batch_size
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        self.labeled_loss_tracker = keras.metrics.Mean(name="labeled_loss")
+        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        self.agreement_tracker = keras.metrics.Mean(name="teacher_agreement")
+        # Teacher, student and augmenter are built already; this model has no `call` to build it from.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.distillation_loss_tracker, self.labeled_loss_tracker, self.accuracy_tracker,
+                self.agreement_tracker]
+
+    def train_step(self, batch):
+        unlabeled_images, (labeled_images, labels) = batch
+        unlabeled_views = self.augmenter(unlabeled_images, training=True)
+        labeled_views = self.augmenter(labeled_images, training=True)
+        teacher_probabilities = self.teacher(unlabeled_views, training=False)
+        unlabeled_count = tf.shape(unlabeled_views)[0]
+        with tf.GradientTape() as tape:
+            # One pass over both batches, so batch norm sees them together.
+            probabilities = self.student(tf.concat([unlabeled_views, labeled_views], axis=0), training=True)
+            student_probabilities = probabilities[:unlabeled_count]
+            labeled_probabilities = probabilities[unlabeled_count:]
+            distillation_losses = soft_cross_entropy(teacher_probabilities, student_probabilities, self.temperature)
+            labeled_losses = keras.losses.sparse_categorical_crossentropy(labels, labeled_probabilities)
+            replica_loss = (
+                tf.nn.compute_average_loss(distillation_losses, global_batch_size=self.unlabeled_batch_size)
+                + self.labeled_weight
+                * tf.nn.compute_average_loss(labeled_losses, global_batch_size=self.labeled_batch_size)
+            )
+        variables = self.student.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, variables), variables))
+        distillation_loss = tf.reduce_mean(distillation_losses)
+        labeled_loss = tf.reduce_mean(labeled_losses)
+        self.loss_tracker.update_state(distillation_loss + self.labeled_weight * labeled_loss)
+        self.distillation_loss_tracker.update_state(distillation_loss)
+        self.labeled_loss_tracker.update_state(labeled_loss)
+        self.accuracy_tracker.update_state(labels, labeled_probabilities)
+        self.agreement_tracker.update_state(tf.cast(
+            tf.argmax(student_probabilities, axis=-1) == tf.argmax(teacher_probabilities, axis=-1), tf.float32))
+        return {metric.name: metric.result() for metric in self.metrics}
+
+    def test_step(self, batch):
+        images, labels = batch
+        probabilities = self.student(images, training=False)
+        self.labeled_loss_tracker.update_state(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
+        self.accuracy_tracker.update_state(labels, probabilities)
+        return {"loss": self.labeled_loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+
+
+def pretrained_encoder_weights(config: TrainingConfig, encoder: keras.Model) -> Optional[List[np.ndarray]]:
+    """The encoder's weights before fine-tuning, for the student; None when they are random weights.
+
+    Call it after pretraining and before fine-tuning.
+    """
+    if config.pretrain_epochs > 0 or config.encoder_weights:
+        return encoder.get_weights()
+    return None
+
+
+def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy, teacher: keras.Model,
+                       encoder_weights: Optional[List[np.ndarray]], examples_uri: str, sizes: Dict[str, int],
+                       log_dir: str, backup: checkpoints.EpochBackup) -> Tuple[keras.Model, Dict[str, List[float]]]:
+    """Distils `teacher` into a new student for `training.distill_epochs` epochs (see the module docstring).
+
+    Args:
+      config: the training config (`distill_*`, batch sizes, augmentation, encoder).
+      strategy: the strategy `teacher` was built under.
+      teacher: the fine-tuned candidate classifier; frozen (its `trainable` is set to False).
+      encoder_weights: `pretrained_encoder_weights(...)`: the student's initial encoder weights, or
+        None to start the student as a copy of the teacher.
+      examples_uri: the Examples artifact (unlabeled, train and eval splits).
+      sizes: the number of images of each split.
+      log_dir: TensorBoard logs go to `log_dir/distill`.
+      backup: the per-epoch backup (and resume) of this fit.
+
+    Returns:
+      (student, history): the trained student classifier (what is exported) and `distill/<metric>`
+      -> one value per epoch.
+
+    Raises:
+      ValueError: fewer unlabeled and train images than `training.batch_size`.
+    """
+    images = sizes["unlabeled"] + sizes["train"]
+    if images < config.batch_size:
+        raise ValueError(
+            f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
+            "for distillation"
+        )
+    steps_per_epoch = images // config.batch_size
+    seed = config.seed + 2  # pretraining uses the seed, fine-tuning seed + 1
+    with strategy.scope():
+        student_encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
+        student = build_classifier(student_encoder, teacher.output.shape[-1], config.image_size,
+                                   encoder_outputs_sequence(config.encoder))
+        if encoder_weights is None:
+            student.set_weights(teacher.get_weights())
+        else:
+            student_encoder.set_weights(encoder_weights)
+        model = Distillation(
+            teacher, student, build_finetune_augmenter(config.finetune_augment, config.image_size, seed),
+            config.distill_temperature, config.distill_labeled_weight, config.batch_size,
+            config.finetune_batch_size, name="distillation",
+        )
+        model.compile(optimizer=build_classifier_optimizer(config, config.distill_learning_rate,
+                                                           config.distill_epochs * steps_per_epoch))
+    unlabeled_files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
+    unlabeled = data.image_dataset(unlabeled_files, config.batch_size, config.image_size, seed)
+    # Full labeled batches, as many as there are unlabeled batches (the train split is much smaller).
+    labeled = (data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
+                                    config.image_size, seed, shuffle=True)
+               .unbatch().repeat().batch(config.finetune_batch_size, drop_remainder=True))
+    eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size, seed,
+                                        shuffle=False)
+    callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
+    print(f"[selfsup] distillation: {config.distill_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
+          f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "
+          f"temperature {config.distill_temperature}, student from "
+          f"{'the teacher' if encoder_weights is None else 'the pretrained encoder'}", flush=True)
+    history = model.fit(distribute.shard_by_data(tf.data.Dataset.zip((unlabeled, labeled))),
+                        validation_data=distribute.shard_by_data(eval_dataset), epochs=config.distill_epochs,
+                        callbacks=callbacks, verbose=2)
+    return student, {f"{PHASE}/{key}": [float(value) for value in values] for key, values in history.history.items()}
