@@ -56,3 +56,21 @@ def test_serving_accepts_every_supported_image_kind(exported, name):
     _, loaded = exported
     result = loaded.signatures[SERVING_IMAGES_SIGNATURE](images=tf.constant([GOOD_IMAGES[name]()]))
     assert result["probabilities"].shape == (1, len(CLASS_NAMES))
+
+
+
+@pytest.mark.parametrize("signature, input_name, what, one_input", [
+    (SERVING_IMAGES_SIGNATURE, "images", "encoded image", lambda jpeg: jpeg),
+    (SERVING_EXAMPLES_SIGNATURE, "examples", "serialized tf.Example", lambda jpeg: make_example(jpeg, 0, "x.jpg")),
+])
+def test_an_empty_batch_is_refused_with_a_clear_error(exported, signature, input_name, what, one_input):
+    _, loaded = exported
+    serve = loaded.signatures[signature]
+    message = f"{signature}: the batch is empty; send at least one {what}"
+
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        serve(**{input_name: tf.constant([], tf.string)})
+
+    # A batch of one still works.
+    one = serve(**{input_name: tf.constant([one_input(GOOD_IMAGES["rgb jpeg"]())])})
+    assert one["probabilities"].shape == (1, len(CLASS_NAMES))
