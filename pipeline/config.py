@@ -98,17 +98,24 @@ class EvaluationConfig:
 
     compare_to_pushed adds a second rule: the candidate must also be more accurate than the model
     already in production (the latest version in the Pusher's serving folder), when there is one.
+    significance_level is the level of the paired comparison on the eval images (exact McNemar test;
+    the bootstrap interval of the difference has confidence 1 - significance_level), always reported;
+    require_significant adds the rule that the candidate is better with p < significance_level.
     """
 
     min_accuracy: float = 0.0
     margin: float = 0.0
     compare_to_pushed: bool = False
+    significance_level: float = 0.05
+    require_significant: bool = False
 
     def __post_init__(self) -> None:
         require(
             0.0 <= self.min_accuracy <= 1.0, "evaluation.min_accuracy", f"must be in [0, 1], got {self.min_accuracy}"
         )
         require(-1.0 < self.margin < 1.0, "evaluation.margin", f"must be in (-1, 1), got {self.margin}")
+        require(0.0 < self.significance_level < 1.0, "evaluation.significance_level",
+                f"must be in (0, 1), got {self.significance_level}")
 
 
 @dataclasses.dataclass

@@ -2,11 +2,14 @@
 
 ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
   -> candidate Trainer (SSL pretraining + fine-tuning) and baseline Trainer (supervised)
-  -> Evaluator (candidate vs baseline, TFMA) -> Pusher (only when blessed)
+  -> Evaluator (candidate vs baseline, TFMA) and PairedComparison (the uncertainty of the difference:
+     paired bootstrap interval, exact McNemar p-value) -> Pusher (only when blessed)
   -> EvaluationReportGen (report.html: the decision, both models' metrics, training curves, data counts)
 
 With `evaluation.compare_to_pushed`, ProductionModel (the latest pushed model) -> ProductionEvaluator
-(candidate vs that model) -> BlessingGate (blessed only when both Evaluators blessed) sit before the Pusher.
+(candidate vs that model) sit before the Pusher, and with it or `evaluation.require_significant`
+BlessingGate (blessed only when every Evaluator blessed and, with require_significant, the candidate is
+significantly better) gives the Pusher its blessing.
 """
 
 import dataclasses
@@ -23,6 +26,7 @@ from components.anomaly_gate.component import AnomalyGate
 from components.blessing_gate.component import BlessingGate
 from components.evaluation_report.component import EvaluationReportGen
 from components.image_example_gen.component import ImageExampleGen
+from components.paired_comparison.component import PairedComparison
 from components.production_model.component import ProductionModel
 from pipeline.config import Config
 from pipeline.evaluation import build_eval_config, build_production_eval_config
@@ -30,14 +34,21 @@ from pipeline.evaluation import build_eval_config, build_production_eval_config
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
     "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
-    "CandidateTrainer", "BaselineTrainer", "Evaluator", "Pusher", "EvaluationReportGen",
+    "CandidateTrainer", "BaselineTrainer", "Evaluator", "PairedComparison", "Pusher", "EvaluationReportGen",
 )
-PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator", "BlessingGate")
+PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator")
+GATE_COMPONENT_ID = "BlessingGate"
+
+
+def needs_blessing_gate(config: Config) -> bool:
+    """The Pusher's blessing combines more than the Evaluator's: BlessingGate sits before it."""
+    return config.evaluation.compare_to_pushed or config.evaluation.require_significant
 
 
 def component_ids(config: Config) -> tuple:
     """The ids of the components create_pipeline builds for `config`."""
-    return COMPONENT_IDS + (PRODUCTION_COMPONENT_IDS if config.evaluation.compare_to_pushed else ())
+    return (COMPONENT_IDS + (PRODUCTION_COMPONENT_IDS if config.evaluation.compare_to_pushed else ())
+            + ((GATE_COMPONENT_ID,) if needs_blessing_gate(config) else ()))
 
 
 def trainer_code_fingerprint() -> str:
@@ -116,9 +127,17 @@ def create_pipeline(
         eval_config=build_eval_config(config.evaluation),
         example_splits=["eval"],
     )
+    comparison = PairedComparison(
+        examples=example_gen.outputs["examples"],
+        model=trainers["candidate"].outputs["model"],
+        baseline_model=trainers["baseline"].outputs["model"],
+        significance_level=config.evaluation.significance_level,
+        require_significant=config.evaluation.require_significant,
+    )
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
-                  trainers["candidate"], trainers["baseline"], evaluator]
-    blessing, production_evaluation, production_model = evaluator.outputs["blessing"], None, None
+                  trainers["candidate"], trainers["baseline"], evaluator, comparison]
+    blessing, production_evaluation, production_model, production_blessing = (
+        evaluator.outputs["blessing"], None, None, None)
     if config.evaluation.compare_to_pushed:
         production = ProductionModel(candidate_model=trainers["candidate"].outputs["model"],
                                      baseline_model=trainers["baseline"].outputs["model"], serving_dir=serving_dir)
@@ -129,13 +148,19 @@ def create_pipeline(
             eval_config=build_production_eval_config(),
             example_splits=["eval"],
         ).with_id("ProductionEvaluator")
-        blessing_gate = BlessingGate(model=trainers["candidate"].outputs["model"],
-                                     baseline_blessing=evaluator.outputs["blessing"],
-                                     production_blessing=production_evaluator.outputs["blessing"])
-        components += [production, production_evaluator, blessing_gate]
-        blessing = blessing_gate.outputs["blessing"]
+        components += [production, production_evaluator]
+        production_blessing = production_evaluator.outputs["blessing"]
         production_evaluation = production_evaluator.outputs["evaluation"]
         production_model = production.outputs["model"]
+    if needs_blessing_gate(config):
+        blessing_gate = BlessingGate(
+            model=trainers["candidate"].outputs["model"],
+            baseline_blessing=evaluator.outputs["blessing"],
+            production_blessing=production_blessing,
+            comparison=comparison.outputs["comparison"] if config.evaluation.require_significant else None,
+        ).with_id(GATE_COMPONENT_ID)
+        components.append(blessing_gate)
+        blessing = blessing_gate.outputs["blessing"]
     pusher = tfx.components.Pusher(
         model=trainers["candidate"].outputs["model"],
         model_blessing=blessing,
@@ -152,6 +177,7 @@ def create_pipeline(
         pushed_model=pusher.outputs["pushed_model"],
         production_evaluation=production_evaluation,
         production_model=production_model,
+        comparison=comparison.outputs["comparison"],
     )
     components += [pusher, report]
     return tfx.dsl.Pipeline(

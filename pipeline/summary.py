@@ -10,6 +10,7 @@ import tensorflow_model_analysis as tfma
 from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.executor import REPORT_FILE
 from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
+from components.paired_comparison.comparison import significance_summary
 from components.production_model.executor import PATH_PROPERTY, PUSHED, SOURCE_PROPERTY
 from pipeline.config import Config
 from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE, PRODUCTION
@@ -105,6 +106,8 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
             summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
         summary["evaluation"] = evaluation.uri
     summary["production"] = production_summary(results)
+    comparison = single_output(results, "PairedComparison", "comparison")
+    summary["significance"] = significance_summary(comparison.uri if comparison is not None else None)
     # With compare_to_pushed the Pusher's blessing is BlessingGate's (both comparisons), else the Evaluator's.
     blessing = single_output(results, "BlessingGate", "blessing") or single_output(results, "Evaluator", "blessing")
     summary["blessed"] = bool(_custom(blessing, "blessed"))
@@ -128,6 +131,7 @@ def explain(summary: Dict[str, Any]) -> str:
         method=summary["method"], candidate_accuracy=candidate, baseline_accuracy=baseline,
         min_accuracy=rule["min_accuracy"], margin=rule["margin"], blessed=summary["blessed"],
         pushed_to=summary["pushed_model"], production=summary["production"],
+        significance=summary.get("significance"),
     )
 
 

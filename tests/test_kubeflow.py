@@ -23,11 +23,14 @@ import yaml
 from google.protobuf import json_format
 from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.extensions.google_cloud_ai_platform import constants as vertex_constants
+from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 
 from kubeflow import runner
 from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from pipeline.config import ConfigError, load_config
 from pipeline.pipeline import TRAINER_RUN_FN, component_ids
+from trainer.run import training_config_from_custom_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO_ROOT / "kubeflow" / "Dockerfile"
@@ -41,7 +44,7 @@ RUNTIME_PARAMETERS = {"data_path", "data_config", "candidate_custom_config", "ba
 CONFIG = {
     "data": {"path": DATA_PATH},
     "training": {"method": "byol", "pretrain_epochs": 3},
-    "evaluation": {"min_accuracy": 0.4, "margin": 0.02, "compare_to_pushed": True},
+    "evaluation": {"min_accuracy": 0.4, "margin": 0.02, "compare_to_pushed": True, "require_significant": True},
     "kubeflow": {"pipeline_root": PIPELINE_ROOT, "image": IMAGE, "beam_args": BEAM_ARGS},
 }
 VERTEX_TRAINER_EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
@@ -84,7 +87,7 @@ def root_defaults(spec: pipeline_spec_pb2.PipelineSpec) -> dict:
 def test_spec_parses_with_kfp_and_holds_every_component(compiled):
     spec = compiled["spec"]
     assert set(spec.root.dag.tasks) == set(component_ids(compiled["config"]))
-    assert {"ProductionModel", "ProductionEvaluator", "BlessingGate"} <= set(spec.root.dag.tasks)
+    assert {"ProductionModel", "ProductionEvaluator", "BlessingGate", "PairedComparison"} <= set(spec.root.dag.tasks)
     assert set(spec.components) >= set(spec.root.dag.tasks)
     serving_dir = spec.root.dag.tasks["ProductionModel"].inputs.parameters["serving_dir"]
     assert serving_dir.runtime_value.constant.string_value == PIPELINE_ROOT + "/serving"  # where the Pusher pushes
@@ -176,6 +179,10 @@ def test_multi_worker_training_runs_the_trainers_as_vertex_custom_jobs(tmp_path)
         assert [pool["replica_count"] for pool in pools] == [1, 2]
         assert {pool["container_spec"]["image_uri"] for pool in pools} == {IMAGE}
         assert custom_config["ai_platform_vertex_region"] == "europe-west4"
+        # The Vertex job's keys are ones the Trainer accepts beside the training: section (others are errors).
+        assert training_config_from_custom_config(custom_config) == config.training
+        assert {vertex_constants.ENABLE_VERTEX_KEY, vertex_constants.VERTEX_REGION_KEY,
+                vertex_trainer_executor.TRAINING_ARGS_KEY} <= set(custom_config) - set(config.training.to_dict())
     assert container_of(spec, "Evaluator")["args"][1] == "tfx.components.evaluator.executor.Executor"
 
 

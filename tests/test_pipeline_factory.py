@@ -1,5 +1,6 @@
 """The pipeline factory: components, wiring, and what reaches the Trainers' cache key."""
 
+import json
 import shutil
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from pipeline import pipeline as pipeline_module
 from pipeline.config import Config, DataConfig, EvaluationConfig
 from pipeline.pipeline import COMPONENT_IDS, component_ids, create_pipeline, trainer_code_fingerprint
+from trainer.run import training_config_from_custom_config
 
 
 def build(tmp_path, **config_sections):
@@ -19,6 +21,43 @@ def test_components_and_order(tmp_path):
     ids = [component.id for component in pipeline.components]
     assert sorted(ids) == sorted(COMPONENT_IDS)
     assert ids.index("AnomalyGate") < ids.index("CandidateTrainer") < ids.index("Evaluator") < ids.index("Pusher")
+    assert "BlessingGate" not in ids  # the Pusher takes the Evaluator's blessing
+
+
+def test_the_paired_comparison_always_runs_on_both_trainers_models_and_feeds_the_report(tmp_path):
+    components = {component.id: component for component in build(tmp_path).components}
+    comparison = components["PairedComparison"]
+    assert {key: channel.producer_component_id for key, channel in comparison.inputs.items()} == {
+        "examples": "ImageExampleGen", "model": "CandidateTrainer", "baseline_model": "BaselineTrainer"}
+    assert comparison.exec_properties["significance_level"] == 0.05
+    assert comparison.exec_properties["require_significant"] == 0
+    assert comparison.exec_properties["bootstrap_resamples"] == 2000
+    assert components["EvaluationReportGen"].inputs["comparison"].producer_component_id == "PairedComparison"
+    assert components["Pusher"].inputs["model_blessing"].producer_component_id == "Evaluator"
+
+
+def test_require_significant_puts_a_gate_on_the_comparison_before_the_pusher(tmp_path):
+    evaluation = EvaluationConfig(require_significant=True, significance_level=0.01)
+    components = {component.id: component for component in build(tmp_path, evaluation=evaluation).components}
+    assert sorted(components) == sorted(component_ids(Config(evaluation=evaluation)))
+    assert set(components) - set(COMPONENT_IDS) == {"BlessingGate"}
+    assert components["PairedComparison"].exec_properties["significance_level"] == 0.01
+    assert components["PairedComparison"].exec_properties["require_significant"] == 1
+    gate_inputs = components["BlessingGate"].inputs
+    assert {key: channel.producer_component_id for key, channel in gate_inputs.items()} == {
+        "model": "CandidateTrainer", "baseline_blessing": "Evaluator", "comparison": "PairedComparison"}
+    for consumer, key in (("Pusher", "model_blessing"), ("EvaluationReportGen", "blessing")):
+        assert components[consumer].inputs[key].producer_component_id == "BlessingGate"
+
+
+def test_require_significant_with_compare_to_pushed_gates_on_all_three(tmp_path):
+    evaluation = EvaluationConfig(require_significant=True, compare_to_pushed=True)
+    components = {component.id: component for component in build(tmp_path, evaluation=evaluation).components}
+    assert sorted(components) == sorted(component_ids(Config(evaluation=evaluation)))
+    gate_inputs = components["BlessingGate"].inputs
+    assert {key: channel.producer_component_id for key, channel in gate_inputs.items()} == {
+        "model": "CandidateTrainer", "baseline_blessing": "Evaluator", "production_blessing": "ProductionEvaluator",
+        "comparison": "PairedComparison"}
 
 
 def test_compare_to_pushed_puts_a_second_evaluation_and_a_gate_before_the_pusher(tmp_path):
@@ -27,6 +66,7 @@ def test_compare_to_pushed_puts_a_second_evaluation_and_a_gate_before_the_pusher
     components = {component.id: component for component in pipeline.components}
     assert sorted(components) == sorted(component_ids(Config(evaluation=evaluation)))
     assert set(components) - set(COMPONENT_IDS) == {"ProductionModel", "ProductionEvaluator", "BlessingGate"}
+    assert "comparison" not in components["BlessingGate"].inputs  # significance is not required
     assert components["ProductionModel"].exec_properties["serving_dir"] == str(tmp_path / "serving")
     assert components["ProductionEvaluator"].inputs["baseline_model"].producer_component_id == "ProductionModel"
     assert components["ProductionEvaluator"].inputs["model"].producer_component_id == "CandidateTrainer"
@@ -45,6 +85,8 @@ def test_trainers_get_role_training_config_and_code_fingerprint(tmp_path):
         assert '"role": "%s"' % role in custom_config
         assert trainer_code_fingerprint() in custom_config
         assert '"method": "simclr"' in custom_config
+        # Every key the pipeline puts there is one the Trainer accepts (an unknown one is an error).
+        assert training_config_from_custom_config(json.loads(custom_config)) == Config().training
     assert components["CandidateTrainer"].inputs["schema"].producer_component_id == "AnomalyGate"
 
 

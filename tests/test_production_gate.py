@@ -11,7 +11,7 @@ import os
 import shutil
 
 import pytest
-from test_report import RULE, _mlmd_artifact, _output_artifact, make_tiny_run
+from test_report import RULE, _mlmd_artifact, _output_artifact, make_comparison, make_tiny_run
 from tfx.components.evaluator import executor as evaluator_executor
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
@@ -20,6 +20,7 @@ from tfx.utils import proto_utils
 
 from components.artifacts import EvaluationReport, IngestReport
 from components.blessing_gate import executor as gate_executor
+from components.blessing_gate.component import BlessingGate
 from components.blessing_gate.gate import all_blessed
 from components.evaluation_report import executor as report_executor
 from components.evaluation_report.html_report import render_html
@@ -189,3 +190,38 @@ def test_compare_to_pushed_must_be_a_boolean(tmp_path):
     path.write_text("evaluation:\n  compare_to_pushed: maybe\n")
     with pytest.raises(ConfigError, match="evaluation.compare_to_pushed"):
         load_config(str(path))
+
+
+def run_significance_gate(tiny, name: str, baseline_blessed: int, **comparison_options):
+    """PairedComparison -> BlessingGate (baseline blessing + comparison, as with require_significant), for real."""
+    root = tiny["root"] / name
+    comparison = make_comparison(tiny["run"], str(root / "comparison"), require_significant=True,
+                                 **comparison_options)
+    gate = _output_artifact(standard_artifacts.ModelBlessing, str(root / "gate"))
+    gate_executor.Executor().Do(
+        {"model": [model_artifact(tiny["run"].inputs.candidate_model_uri, 1)],
+         "baseline_blessing": [blessing_artifact(str(root / "baseline_blessing"), baseline_blessed)],
+         "comparison": [comparison]},
+        {"blessing": [gate]}, {},
+    )
+    return comparison, gate
+
+
+@pytest.mark.parametrize("name, baseline_blessed, options, expected", [
+    # The tiny candidate is right on 6 eval images the baseline misses, the baseline on 1: McNemar p = 0.125.
+    ("significant", 1, {"significance_level": 0.2}, True),
+    ("not-significant", 1, {"significance_level": 0.05}, False),
+    ("significantly-worse", 1, {"significance_level": 0.2, "swap": True}, False),
+    ("significant-but-evaluator-said-no", 0, {"significance_level": 0.2}, False),
+])
+def test_require_significant_blesses_only_a_significantly_better_candidate(tiny, name, baseline_blessed, options,
+                                                                          expected):
+    comparison, gate = run_significance_gate(tiny, name, baseline_blessed, **options)
+    assert comparison.get_float_custom_property("p_value") == pytest.approx(0.125)
+    assert gate.get_int_custom_property("blessed") == int(expected)
+    assert os.path.exists(os.path.join(gate.uri, "BLESSED" if expected else "NOT_BLESSED"))
+
+
+def test_blessing_gate_needs_a_second_condition():
+    with pytest.raises(ValueError, match="needs a production_blessing or a comparison"):
+        BlessingGate(model=None, baseline_blessing=None)

@@ -27,7 +27,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
-from components.artifacts import EvaluationReport, IngestReport
+from components.artifacts import EvaluationReport, IngestReport, ModelComparison
 from components.evaluation_report import executor as report_executor
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import (
@@ -38,6 +38,8 @@ from components.evaluation_report.report_data import (
 )
 from components.evaluation_report.tfma_output import read_evaluation
 from components.image_example_gen.ingest import REPORT_FILE, build_report, make_example
+from components.paired_comparison import executor as comparison_executor
+from components.paired_comparison.comparison import significance_summary
 from pipeline import summary as summary_lib
 from pipeline.config import Config, EvaluationConfig
 from pipeline.evaluation import ACCURACY_METRIC, build_eval_config
@@ -190,6 +192,27 @@ def make_tiny_run(root: str) -> TinyRun:
                           ingest_report_uri=ingest.uri, pushed_to=PUSHED_TO)
     return TinyRun(inputs=inputs, report_uri=report.uri, results=results, images=images, labels=labels,
                    examples_uri=examples.uri)
+
+
+def make_comparison(run: TinyRun, folder: str, significance_level: float = 0.05, require_significant: bool = False,
+                    swap: bool = False):
+    """Runs the real PairedComparison executor on the tiny run's eval split and models (swapped: baseline first)."""
+    examples = standard_artifacts.Examples()
+    examples.uri = run.examples_uri
+    examples.split_names = artifact_utils.encode_split_names(["eval"])
+    models = []
+    for model_id, uri in enumerate((run.inputs.candidate_model_uri, run.inputs.baseline_model_uri), start=1):
+        model = standard_artifacts.Model()
+        model.uri, model.id = uri, model_id
+        models.append(model)
+    candidate, baseline = models[::-1] if swap else models
+    comparison = _output_artifact(ModelComparison, folder)
+    comparison_executor.Executor().Do(
+        {"examples": [examples], "model": [candidate], "baseline_model": [baseline]}, {"comparison": [comparison]},
+        {"significance_level": significance_level, "require_significant": int(require_significant),
+         "bootstrap_resamples": 2000, "seed": 0},
+    )
+    return comparison
 
 
 def write_run_summary(run: TinyRun, output_dir: str) -> dict:
@@ -366,3 +389,36 @@ def test_eval_config_adds_report_metrics_and_per_class_metrics_only_with_a_class
             "CalibrationPlot", "ExampleCount"} <= names
     with pytest.raises(ValueError, match="num_classes must be at least 2"):
         build_eval_config(RULE, num_classes=1)
+
+
+def test_report_and_summary_show_the_uncertainty_of_the_difference(tiny_run, tmp_path):
+    comparison = make_comparison(tiny_run, str(tmp_path / "comparison"), require_significant=True)
+    significance = significance_summary(comparison.uri)
+    data = collect_report_data(dataclasses.replace(tiny_run.inputs, comparison_uri=comparison.uri))
+    decision = data["decision"]
+    assert decision["significance"] == significance
+    # 24 eval images: the candidate is right on 6 the baseline misses, the baseline on 1 the candidate misses.
+    assert significance["eval_images"] == len(tiny_run.labels)
+    assert significance["difference"] == pytest.approx(decision["difference"])  # TFMA's difference, recomputed
+    assert significance["p_value"] == pytest.approx(0.125) and not significance["significant"]
+    assert significance["ci_low"] <= significance["difference"] <= significance["ci_high"]
+    interval = f"95% interval of the difference [{significance['ci_low']:+.4f}, {significance['ci_high']:+.4f}]"
+    assert interval in decision["text"]
+    assert "McNemar p = 0.1250 on 24 eval images: not significant at 0.05" in decision["text"]
+    assert "and a McNemar p-value below 0.05)" in decision["text"]  # require_significant is part of the rule
+    page = render_html(data)
+    assert f'id="difference-interval" data-low="{significance["ci_low"]!r}"' in page
+    assert f'id="p-value" class="failed" data-value="{significance["p_value"]!r}">p = 0.1250 (not significant)' in page
+    results = dict(tiny_run.results, PairedComparison={
+        "state": "COMPLETE", "outputs": {"comparison": [_mlmd_artifact(comparison.uri)]}})
+    summary = summary_lib.build_summary(Config(evaluation=RULE), results, None)
+    assert summary["significance"] == significance
+    assert set(significance) >= {"candidate_accuracy", "baseline_accuracy", "difference", "ci_low", "ci_high",
+                                 "confidence", "p_value", "significant", "eval_images"}
+    assert summary["decision"] == decision["text"]
+
+
+def test_without_a_comparison_the_report_and_summary_say_nothing_about_it(tiny_run, report_data, tmp_path):
+    assert report_data["decision"]["significance"] is None
+    assert "McNemar" not in report_data["decision"]["text"] and 'id="p-value"' not in render_html(report_data)
+    assert summary_lib.build_summary(Config(evaluation=RULE), tiny_run.results, None)["significance"] is None

@@ -11,7 +11,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.blessing_gate.gate import all_blessed
+from components.blessing_gate.gate import gate_blesses
+from components.paired_comparison.comparison import read_comparison
 
 BLESSING_KEYS = ("baseline_blessing", "production_blessing")
 
@@ -24,10 +25,16 @@ class Executor(base_executor.BaseExecutor):
         exec_properties: Dict[str, Any],
     ) -> None:
         model = artifact_utils.get_single_instance(input_dict["model"])
-        blessings = {key: artifact_utils.get_single_instance(input_dict[key]) for key in BLESSING_KEYS}
-        blessed = all_blessed(blessings.values())
-        logging.info("BlessingGate: %s -> %s", {key: is_model_blessed(value) for key, value in blessings.items()},
-                     "BLESSED" if blessed else "NOT BLESSED")
+        blessings = {key: artifact_utils.get_single_instance(input_dict[key])
+                     for key in BLESSING_KEYS if input_dict.get(key)}
+        comparison = (read_comparison(artifact_utils.get_single_uri(input_dict["comparison"]))
+                      if input_dict.get("comparison") else None)
+        blessed = gate_blesses(blessings.values(), comparison)
+        significance = ("" if comparison is None else
+                        f", difference {comparison['difference']:+.4f} with McNemar p={comparison['p_value']:.4g} "
+                        f"(significant improvement required at {comparison['significance_level']:g})")
+        logging.info("BlessingGate: %s%s -> %s", {key: is_model_blessed(value) for key, value in blessings.items()},
+                     significance, "BLESSED" if blessed else "NOT BLESSED")
         output = artifact_utils.get_single_instance(output_dict["blessing"])
         marker = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME
         io_utils.write_string_file(os.path.join(output.uri, marker), "")

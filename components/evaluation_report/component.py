@@ -7,7 +7,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-from components.artifacts import EvaluationReport, IngestReport
+from components.artifacts import EvaluationReport, IngestReport, ModelComparison
 from components.evaluation_report import executor
 
 
@@ -22,6 +22,7 @@ class EvaluationReportGenSpec(ComponentSpec):
         "pushed_model": ChannelParameter(type=standard_artifacts.PushedModel, optional=True),
         "production_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
         "production_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+        "comparison": ChannelParameter(type=ModelComparison, optional=True),
     }
     OUTPUTS = {"report": ChannelParameter(type=EvaluationReport)}
 
@@ -34,7 +35,9 @@ class EvaluationReportGen(base_component.BaseComponent):
     curves from the Trainers' history.json and the ingest counts. Taking the Pusher's output makes
     it run last and say where a blessed model went. With evaluation.compare_to_pushed, `blessing` is
     BlessingGate's, and `production_evaluation` / `production_model` (ProductionEvaluator's and
-    ProductionModel's outputs) add the comparison with the model in production.
+    ProductionModel's outputs) add the comparison with the model in production. `comparison`
+    (PairedComparison's output) adds the uncertainty of the difference: its paired bootstrap interval and
+    the exact McNemar p-value.
     """
 
     SPEC_CLASS = EvaluationReportGenSpec
@@ -50,6 +53,7 @@ class EvaluationReportGen(base_component.BaseComponent):
         pushed_model: Optional[types.BaseChannel] = None,
         production_evaluation: Optional[types.BaseChannel] = None,
         production_model: Optional[types.BaseChannel] = None,
+        comparison: Optional[types.BaseChannel] = None,
     ):
         super().__init__(EvaluationReportGenSpec(
             evaluation=evaluation,
@@ -60,5 +64,6 @@ class EvaluationReportGen(base_component.BaseComponent):
             pushed_model=pushed_model,
             production_evaluation=production_evaluation,
             production_model=production_model,
+            comparison=comparison,
             report=types.Channel(type=EvaluationReport),
         ))

@@ -13,8 +13,9 @@ def decision_sentence(
     blessed: bool,
     pushed_to: Optional[str],
     production: Optional[Dict[str, Any]] = None,
+    significance: Optional[Dict[str, Any]] = None,
 ) -> str:
-    """What was decided, with both accuracies, their difference and the rule.
+    """What was decided, with both accuracies, their difference, its uncertainty and the rule.
 
     Args:
       method: the candidate's self-supervised method (simclr, simsiam, byol).
@@ -25,22 +26,42 @@ def decision_sentence(
       blessed: whether the Evaluator blessed the candidate.
       pushed_to: where the Pusher copied the candidate, None when it was not pushed.
       production: with evaluation.compare_to_pushed, the second comparison (production_comparison()).
+      significance: PairedComparison's result (paired_comparison.comparison.significance_summary()), or
+        None when the run has none.
 
     Returns:
       "BLESSED ...: candidate (simclr) accuracy 0.8100 vs supervised baseline 0.7500 (...)." or
       "NOT BLESSED, nothing pushed: ...".
     """
+    required = f"more than {margin:+.4f} and at least {min_accuracy:.4f} overall"
+    if significance is not None and significance["required"]:
+        required = (f"more than {margin:+.4f}, at least {min_accuracy:.4f} overall and a McNemar p-value below "
+                    f"{significance['significance_level']:g}")
     comparison = (
         f"candidate ({method}) accuracy {candidate_accuracy:.4f} vs supervised baseline {baseline_accuracy:.4f} "
-        f"(difference {candidate_accuracy - baseline_accuracy:+.4f}; required: more than {margin:+.4f} and at least "
-        f"{min_accuracy:.4f} overall)"
+        f"(difference {candidate_accuracy - baseline_accuracy:+.4f}; required: {required})"
     )
+    if significance is not None:
+        comparison += "; " + significance_clause(significance)
     if production is not None:
         comparison += "; " + production_clause(production)
     if blessed:
         where = f" and pushed to {pushed_to}" if pushed_to else ""
         return f"BLESSED{where}: {comparison}."
     return f"NOT BLESSED, nothing pushed: {comparison}."
+
+
+def p_value_text(p_value: float) -> str:
+    return "p < 0.0001" if p_value < 1e-4 else f"p = {p_value:.4f}"
+
+
+def significance_clause(significance: Dict[str, Any]) -> str:
+    """The uncertainty of the difference, e.g. "95% interval of the difference [+0.0312, +0.1405] (paired
+    bootstrap), McNemar p = 0.0021 on 300 eval images: significant at 0.05"."""
+    verdict = "significant" if significance["significant"] else "not significant"
+    return (f"{significance['confidence']:.0%} interval of the difference [{significance['ci_low']:+.4f}, "
+            f"{significance['ci_high']:+.4f}] (paired bootstrap), McNemar {p_value_text(significance['p_value'])} "
+            f"on {significance['eval_images']} eval images: {verdict} at {significance['significance_level']:g}")
 
 
 def production_comparison(*, candidate_accuracy: float, production_accuracy: float,

@@ -35,6 +35,7 @@ class Executor(base_executor.BaseExecutor):
             pushed_to=pushed_destination(input_dict.get("pushed_model", [])),
             production_evaluation_uri=_optional_uri(input_dict.get("production_evaluation", [])),
             production_model=pushed_production_model(input_dict.get("production_model", [])),
+            comparison_uri=_optional_uri(input_dict.get("comparison", [])),
         )
         report = artifact_utils.get_single_instance(output_dict["report"])
         data = collect_report_data(inputs)

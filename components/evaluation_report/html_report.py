@@ -8,7 +8,9 @@ import base64
 import html
 from typing import Any, Dict, List, Optional, Sequence
 
+from components.evaluation_report.decision import p_value_text
 from components.evaluation_report.svg_chart import Series, line_chart
+from components.paired_comparison.statistics import significantly_better
 
 ROLES = ("candidate", "baseline")
 ROLE_COLORS = {"candidate": "#1f77b4", "baseline": "#d95f02"}
@@ -108,7 +110,7 @@ def _decision_section(data: Dict[str, Any]) -> str:
         f'<td id="baseline-accuracy" data-value="{decision["baseline"]!r}">{_number(decision["baseline"])}</td>',
         f'<td class="name">difference (candidate - baseline, TFMA)</td>'
         f'<td id="accuracy-difference" data-value="{decision["difference"]!r}">{decision["difference"]:+.4f}</td>',
-    ] + _production_rows(decision.get("production"), metric)
+    ] + _significance_rows(decision.get("significance")) + _production_rows(decision.get("production"), metric)
     thresholds = [
         f'<td class="name">{_escape(_metric_label(row["metric"]))}</td>'
         f'<td class="name">{"candidate - baseline" if row["kind"] == "change" else "candidate"}</td>'
@@ -124,10 +126,41 @@ def _decision_section(data: Dict[str, Any]) -> str:
         f'<h1>selfsup evaluation report</h1>\n<p class="verdict" id="verdict">{verdict}</p>\n'
         f'<p id="decision">{_escape(decision["text"])}</p>\n{pushed}\n'
         + _table(["", "value"], key_numbers)
+        + _significance_note(decision.get("significance"))
         + "\n<h2>Thresholds checked by TFMA</h2>\n"
         + _table(["metric", "on", "required", "result"], thresholds)
         + (f"\n<p>TFMA's validation failures:</p><ul>{failures}</ul>" if failures else "")
         + "\n</section>"
+    )
+
+
+def _significance_rows(significance: Optional[Dict[str, Any]]) -> List[str]:
+    """The uncertainty of the difference (PairedComparison) as rows of the key numbers; none without it."""
+    if significance is None:
+        return []
+    verdict = "significant" if significance["significant"] else "not significant"
+    result = ""
+    if significance["required"]:  # evaluation.require_significant: part of the blessing rule
+        result = f' class="{"passed" if significantly_better(significance) else "failed"}"'
+    return [
+        f'<td class="name">{significance["confidence"]:.0%} interval of the difference (paired bootstrap)</td>'
+        f'<td id="difference-interval" data-low="{significance["ci_low"]!r}" data-high="{significance["ci_high"]!r}">'
+        f'[{significance["ci_low"]:+.4f}, {significance["ci_high"]:+.4f}]</td>',
+        f'<td class="name">McNemar exact p-value ({significance["eval_images"]} eval images; significant below '
+        f'{significance["significance_level"]:g}{", required" if significance["required"] else ""})</td>'
+        f'<td id="p-value"{result} data-value="{significance["p_value"]!r}">'
+        f'{_escape(p_value_text(significance["p_value"]))} ({verdict})</td>',
+    ]
+
+
+def _significance_note(significance: Optional[Dict[str, Any]]) -> str:
+    if significance is None:
+        return ""
+    return (
+        '\n<p class="note">How sure the difference is: the interval resamples the eval images with replacement, '
+        "each keeping both models' answers; McNemar's exact test asks whether the images only one of the two "
+        "models got right split evenly between them (two-sided binomial test). Both come from the same eval "
+        "images as the accuracies above.</p>"
     )
 
 

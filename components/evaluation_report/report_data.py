@@ -1,8 +1,8 @@
 """Collects everything the report shows, as one JSON-ready dict (written as report_data.json).
 
 Inputs are folders, so this runs the same inside the component and on an existing run:
-the Evaluator's TFMA output and blessing, both Trainers' model folders (history.json) and
-ImageExampleGen's ingest report.
+the Evaluator's TFMA output and blessing, both Trainers' model folders (history.json),
+ImageExampleGen's ingest report and PairedComparison's comparison.json.
 """
 
 import dataclasses
@@ -24,6 +24,7 @@ from components.evaluation_report.tfma_output import (
     read_evaluation,
 )
 from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
+from components.paired_comparison.comparison import significance_summary
 
 # Written by each Trainer (trainer/run.py) beside Format-Serving, in the Model artifact folder.
 HISTORY_FILE = "history.json"
@@ -45,6 +46,7 @@ class ReportInputs:
         production), with evaluation.compare_to_pushed; None otherwise.
       production_model: the pushed model that was in production; None when nothing was pushed before
         (the candidate was compared with the supervised baseline again) or without the comparison.
+      comparison_uri: PairedComparison's ModelComparison folder (holds comparison.json); None without it.
     """
 
     evaluation_uri: str
@@ -55,6 +57,7 @@ class ReportInputs:
     pushed_to: Optional[str] = None
     production_evaluation_uri: Optional[str] = None
     production_model: Optional[str] = None
+    comparison_uri: Optional[str] = None
 
 
 def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
@@ -75,7 +78,7 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
     blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
     return {
         "decision": _decision(evaluation, histories["candidate"]["method"], blessed, inputs.pushed_to,
-                              _production(inputs)),
+                              _production(inputs), significance_summary(inputs.comparison_uri)),
         "thresholds": [
             {"metric": threshold.metric, "kind": threshold.kind, "required": describe_threshold(threshold.threshold),
              "passed": threshold.passed}
@@ -124,8 +127,9 @@ def _thresholded_metric(evaluation: Evaluation) -> str:
 
 
 def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Optional[str],
-              production: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The thresholded metric of both models, its thresholds and the decision sentence."""
+              production: Optional[Dict[str, Any]], significance: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The thresholded metric of both models, its thresholds, the uncertainty of the difference and the
+    decision sentence."""
     metric = _thresholded_metric(evaluation)
     candidate = evaluation.models[evaluation.candidate]
     decision = {
@@ -140,11 +144,12 @@ def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Opt
         "min_value": _bound(evaluation, VALUE, "lower_bound"),
         "margin": _bound(evaluation, CHANGE, "absolute"),
         "production": production,
+        "significance": significance,
     }
     decision["text"] = decision_sentence(
         method=method, candidate_accuracy=decision["candidate"], baseline_accuracy=decision["baseline"],
         min_accuracy=decision["min_value"], margin=decision["margin"], blessed=blessed, pushed_to=pushed_to,
-        production=production,
+        production=production, significance=significance,
     )
     return decision
 
