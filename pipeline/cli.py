@@ -36,7 +36,7 @@ class _ProgressFilter(logging.Filter):
             return not (message.startswith(("ArtifactQuery.property_predicate", "From "))
                         or "triggered tf.function retracing" in message)
         message = str(record.msg)
-        return message.startswith(("Component ", "Ingesting ", "Skipped "))
+        return message.startswith(("Component ", "Ingesting ", "Skipped ", "Ignored ", "Dropped ", "Kept "))
 
 
 def _configure_logging() -> None:
@@ -75,9 +75,18 @@ def _print_summary(summary: dict, output: str) -> None:
     print(f"selfsup: {summary['decision']}")
     data = summary.get("data") or {}
     for split, counts in (data.get("splits") or {}).items():
-        print(f"  {split:>9}: {counts['read']} images read, {counts['written']} used, {counts['skipped']} skipped")
-    if data.get("skipped"):
-        print(f"  skipped images are listed in {data['ingest_report']}")
+        duplicates = counts.get("duplicates_of_eval", 0)
+        copies = f", {duplicates} copies of eval images" if duplicates else ""
+        print(f"  {split:>9}: {counts['read']} images read, {counts['written']} used, "
+              f"{counts['skipped']} skipped{copies}")
+    if data.get("ignored_non_image_files"):
+        print(f"  ignored: {len(data['ignored_non_image_files'])} files without an image extension")
+    if data.get("links_not_followed"):
+        print(f"  symbolic links not followed: {len(data['links_not_followed'])}")
+    if data.get("skipped") or data.get("ignored_non_image_files") or (data.get("eval_duplicates") or {}).get("count"):
+        print(f"  every skipped, ignored or duplicate file is listed in {data['ingest_report']}")
+    if (data.get("input") or {}).get("ingestion"):
+        print(f"  ingestion: {data['input']['ingestion']}")
     if summary.get("report"):
         print(f"  report: {summary['report']}")
     print(f"  summary: {os.path.join(output, 'summary.json')}")
@@ -110,6 +119,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     overrides = {}
     if args.method:
         overrides["training.method"] = args.method
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        print(f"selfsup: error: --output {args.output} is an existing file, not a folder", file=sys.stderr)
+        return 2
     try:
         if args.command == "demo":
             from pipeline.demo_data import write_digits_dataset

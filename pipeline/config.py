@@ -52,6 +52,8 @@ class DataConfig:
     labels_per_class: Optional[int] = None
     max_bad_fraction: float = 0.05
     max_image_pixels: int = 40_000_000
+    follow_external_links: bool = False
+    on_eval_duplicates: Literal["drop", "fail", "keep"] = "drop"
 
     def __post_init__(self) -> None:
         require(
@@ -71,6 +73,8 @@ class DataConfig:
             f"must be in [0, 1], got {self.max_bad_fraction}",
         )
         require(self.max_image_pixels > 0, "data.max_image_pixels", f"must be positive, got {self.max_image_pixels}")
+        require(self.on_eval_duplicates in ("drop", "fail", "keep"), "data.on_eval_duplicates",
+                f"must be 'drop', 'fail' or 'keep', got {self.on_eval_duplicates!r}")
         if self.source == "tfds":
             require(bool(self.tfds_name), "data.tfds_name", "is required when data.source is 'tfds'")
             splits = self.resolved_tfds_splits()
@@ -108,6 +112,7 @@ class EvaluationConfig:
     compare_to_pushed: bool = False
     significance_level: float = 0.05
     require_significant: bool = False
+    min_eval_per_class: int = 20
 
     def __post_init__(self) -> None:
         require(
@@ -116,6 +121,8 @@ class EvaluationConfig:
         require(-1.0 < self.margin < 1.0, "evaluation.margin", f"must be in (-1, 1), got {self.margin}")
         require(0.0 < self.significance_level < 1.0, "evaluation.significance_level",
                 f"must be in (0, 1), got {self.significance_level}")
+        require(self.min_eval_per_class >= 1, "evaluation.min_eval_per_class",
+                f"must be at least 1, got {self.min_eval_per_class}")
 
 
 @dataclasses.dataclass

@@ -5,20 +5,26 @@ Output folder layout:
     OUTPUT/metadata.sqlite  MLMD
     OUTPUT/serving/         models pushed by the Pusher (only blessed ones)
     OUTPUT/summary.json     the decision, both accuracies, data counts
+    OUTPUT/.selfsup.lock    held while a run writes here (a second run into OUTPUT fails at once)
 """
 
+import datetime
 import json
 import logging
 import os
 from typing import Any, Dict
 
 from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler, constants
+from tfx.orchestration.portable import runtime_parameter_utils
 
+from components.image_example_gen.ingest import check_eval_per_class
 from components.image_example_gen.sources import plan_source
 from pipeline import summary as summary_lib
 from pipeline.config import Config
 from pipeline.pipeline import create_pipeline, data_config_json
-from pipeline.run_results import latest_run, open_store
+from pipeline.run_lock import output_lock
+from pipeline.run_results import open_store, run_results
 
 
 def output_paths(output_dir: str) -> Dict[str, str]:
@@ -33,37 +39,67 @@ def output_paths(output_dir: str) -> Dict[str, str]:
 
 
 def check_data_before_running(config: Config) -> None:
-    """Checks the data layout/source now (raises ValueError naming the problem), before any Beam work."""
-    plan_source(json.loads(data_config_json(config)))
+    """Checks the data layout/source now (raises ValueError naming the problem), before any Beam work:
+    the layout, the eval images per class and, for folder data, that pretraining has a full batch."""
+    plan = plan_source(json.loads(data_config_json(config)))
+    if plan.eval_per_class is not None:
+        check_eval_per_class(plan.eval_per_class, config.evaluation.min_eval_per_class, config.data.path)
+    if plan.split_counts is not None and config.training.pretrain_epochs > 0:
+        images = plan.split_counts["unlabeled"] + plan.split_counts["train"]
+        if images < config.training.batch_size:
+            raise ValueError(
+                f"{config.data.path} has {images} images for pretraining (unlabeled + train), fewer than one batch "
+                f"of training.batch_size={config.training.batch_size}: set training.batch_size to at most {images} "
+                "(e.g. --config with 'training: {batch_size: N}') or add unlabeled images"
+            )
+
+
+def new_run_id() -> str:
+    """A run id no other run shares: UTC time to the microsecond and the process id."""
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}-{os.getpid()}"
 
 
 def run_local(config: Config, output_dir: str) -> Dict[str, Any]:
     """Runs the whole pipeline locally; returns (and writes) the summary.
 
+    Holds OUTPUT's lock for the whole run, and reads the summary from this run's MLMD context (by its
+    run id), never from whichever run is newest.
+
     Raises:
-      ValueError: a bad data folder/source, before the pipeline starts.
+      ValueError: a bad data folder/source or an output folder in use, before the pipeline starts.
       RuntimeError: a component failed (the summary is still written, with the failure).
     """
     paths = output_paths(output_dir)
     data_location = os.path.abspath(config.data.path) if config.data.path else None
     if data_location and (paths["output"] + os.sep).startswith(data_location.rstrip(os.sep) + os.sep):
         raise ValueError(f"the output folder {paths['output']} must not be inside the data folder {data_location}")
+    if os.path.exists(paths["output"]) and not os.path.isdir(paths["output"]):
+        raise ValueError(f"the output folder {paths['output']} is an existing file, not a folder")
     check_data_before_running(config)
-    os.makedirs(paths["output"], exist_ok=True)
+    with output_lock(paths["output"]):
+        return _run_locked(config, paths)
+
+
+def _run_locked(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     pipeline = create_pipeline(
         config=config,
         pipeline_root=paths["pipeline_root"],
         serving_dir=paths["serving"],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths["metadata"]),
     )
+    run_id = new_run_id()
+    pipeline_ir = compiler.Compiler().compile(pipeline)
+    runtime_parameter_utils.substitute_runtime_parameter(
+        pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
     failure = None
     try:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+        tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
     except Exception as error:  # the run failed in a component: still say what happened
         logging.exception("pipeline run failed")
         failure = f"{type(error).__name__}: {error}"
-    results = latest_run(open_store(paths["metadata"]), config.pipeline.name) or {}
-    summary = summary_lib.build_summary(config, results, failure)
+    store = open_store(paths["metadata"])
+    results = run_results(store, config.pipeline.name, run_id) or {}
+    summary = summary_lib.build_summary(config, results, failure, run_id=run_id, store=store)
     summary_lib.publish_report(summary, paths["output"])
     summary_lib.write_summary(summary, paths["summary"])
     if failure:

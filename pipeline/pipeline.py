@@ -99,7 +99,8 @@ def create_pipeline(
     Returns:
       A tfx.dsl.Pipeline.
     """
-    example_gen = ImageExampleGen(data_config=data_config_json(config), data_path=data_path)
+    example_gen = ImageExampleGen(data_config=data_config_json(config), data_path=data_path,
+                                  min_eval_per_class=config.evaluation.min_eval_per_class)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(

@@ -1,7 +1,8 @@
 """Renders report.html again for an existing run, from its MLMD and artifacts (`selfsup report RUN_DIR`).
 
-The report is the one EvaluationReportGen writes inside the pipeline, built from the latest run's
-Evaluator, Trainers, ImageExampleGen and Pusher outputs, and written to RUN_DIR/report.html.
+The report is the one EvaluationReportGen writes inside the pipeline, built from the outputs (Evaluator,
+Trainers, ImageExampleGen, Pusher) of the run summary.json names, else the newest in MLMD, and written
+to RUN_DIR/report.html.
 """
 
 import json
@@ -13,7 +14,7 @@ import ml_metadata as mlmd
 from components.evaluation_report.executor import REPORT_FILE
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
-from pipeline.run_results import latest_run, open_store
+from pipeline.run_results import latest_run_id, open_store, run_results
 from pipeline.summary import SUMMARY_FILE, production_summary, pushed_destination, single_output
 
 METADATA_FILE = "metadata.sqlite"
@@ -28,7 +29,7 @@ _REPORT_INPUT_OUTPUTS = {
 
 
 def render_report_for_run(run_dir: str) -> str:
-    """Writes RUN_DIR/report.html for the latest run recorded in RUN_DIR/metadata.sqlite.
+    """Writes RUN_DIR/report.html for the run summary.json names (else the newest in RUN_DIR/metadata.sqlite).
 
     Returns:
       The report's path.
@@ -42,7 +43,8 @@ def render_report_for_run(run_dir: str) -> str:
         raise ValueError(f"{run_dir} is not a selfsup run folder: it has no {METADATA_FILE}")
     store = open_store(metadata_path)
     pipeline_name = _pipeline_name(run_dir, store)
-    results = latest_run(store, pipeline_name)
+    run_id = _summary_field(run_dir, "run_id") or latest_run_id(store, pipeline_name)
+    results = run_results(store, pipeline_name, run_id) if run_id else None
     if not results:
         raise ValueError(f"{metadata_path} records no run of pipeline {pipeline_name!r}")
     report_path = os.path.join(run_dir, REPORT_FILE)
@@ -51,14 +53,19 @@ def render_report_for_run(run_dir: str) -> str:
     return report_path
 
 
+def _summary_field(run_dir: str, key: str):
+    summary_path = os.path.join(run_dir, SUMMARY_FILE)
+    if not os.path.isfile(summary_path):
+        return None
+    with open(summary_path, encoding="utf-8") as handle:
+        return json.load(handle).get(key)
+
+
 def _pipeline_name(run_dir: str, store: mlmd.MetadataStore) -> str:
     """The pipeline name from summary.json, else the only pipeline recorded in MLMD."""
-    summary_path = os.path.join(run_dir, SUMMARY_FILE)
-    if os.path.isfile(summary_path):
-        with open(summary_path, encoding="utf-8") as handle:
-            name = json.load(handle).get("pipeline_name")
-        if name:
-            return name
+    name = _summary_field(run_dir, "pipeline_name")
+    if name:
+        return name
     names = [context.name for context in store.get_contexts_by_type("pipeline")]
     if len(names) != 1:
         raise ValueError(f"cannot tell which pipeline to report on: {SUMMARY_FILE} names none and MLMD has {names}")
@@ -66,7 +73,7 @@ def _pipeline_name(run_dir: str, store: mlmd.MetadataStore) -> str:
 
 
 def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
-    """The report's input folders from a run's outputs (pipeline.run_results.latest_run).
+    """The report's input folders from a run's outputs (pipeline.run_results.run_results).
 
     Raises:
       ValueError: an output the report needs is missing (e.g. the run failed before the Evaluator).
@@ -75,7 +82,7 @@ def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
     for field, (component, key) in _REPORT_INPUT_OUTPUTS.items():
         artifact = single_output(results, component, key)
         if artifact is None:
-            raise ValueError(f"the latest run has no {component} output {key!r}: the report needs an evaluation")
+            raise ValueError(f"the run has no {component} output {key!r}: the report needs an evaluation")
         uris[field] = artifact.uri
     # With evaluation.compare_to_pushed the decision is BlessingGate's and there is a second evaluation.
     gate_blessing = single_output(results, "BlessingGate", "blessing")
@@ -83,8 +90,10 @@ def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
         uris["blessing_uri"] = gate_blessing.uri
     production_evaluation = single_output(results, "ProductionEvaluator", "evaluation")
     production = production_summary(results)
+    comparison = single_output(results, "PairedComparison", "comparison")
     return ReportInputs(
         **uris,
+        comparison_uri=comparison.uri if comparison is not None else None,
         pushed_to=pushed_destination(results),
         production_evaluation_uri=production_evaluation.uri if production_evaluation is not None else None,
         production_model=production["production_model"] if production else None,

@@ -9,14 +9,17 @@ import tensorflow_model_analysis as tfma
 
 from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.executor import REPORT_FILE
+from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
 from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
 from components.paired_comparison.comparison import significance_summary
 from components.production_model.executor import PATH_PROPERTY, PUSHED, SOURCE_PROPERTY
 from pipeline.config import Config
 from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE, PRODUCTION
+from pipeline.run_results import previous_property
 
 SUMMARY_FILE = "summary.json"
 REPORT_COMPONENT = "EvaluationReportGen"
+INGEST_COMPONENT = "ImageExampleGen"
 
 
 def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
@@ -71,11 +74,31 @@ def production_summary(results: Dict[str, Dict]) -> Optional[Dict[str, Any]]:
     )
 
 
-def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str]) -> Dict[str, Any]:
-    """The summary of the latest run (see README: summary.json)."""
+def ingestion_status(results: Dict[str, Dict], store, pipeline_name: str, run_id: Optional[str]) -> Optional[str]:
+    """Why ImageExampleGen ran or was reused: the input fingerprint against the previous run's."""
+    example_gen = results.get(INGEST_COMPONENT)
+    if example_gen is None:
+        return None
+    if example_gen["state"] == "CACHED":
+        return "reused from the cache: the input files are unchanged since they were ingested"
+    if store is None or run_id is None:
+        return "ran"
+    fingerprint = example_gen.get("properties", {}).get(FINGERPRINT_PROPERTY)
+    previous = previous_property(store, pipeline_name, INGEST_COMPONENT, FINGERPRINT_PROPERTY, run_id)
+    if previous is None:
+        return "ran: first ingestion into this output folder"
+    if previous != fingerprint:
+        return "ran: the input files changed since the previous ingestion (files added, removed or modified)"
+    return "ran: the input files are unchanged, the data settings changed"
+
+
+def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str], run_id: Optional[str] = None,
+                  store=None) -> Dict[str, Any]:
+    """The summary of run `run_id` (see README: summary.json); `store` (MLMD) tells why ingestion ran."""
     summary: Dict[str, Any] = {
         "status": "failed" if failure else "succeeded",
         "error": failure,
+        "run_id": run_id,
         "pipeline_name": config.pipeline.name,
         "method": config.training.method,
         "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin,
@@ -88,7 +111,7 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "data": None,
         "components": {component: result["state"] for component, result in results.items()},
     }
-    ingest_report = single_output(results, "ImageExampleGen", "report")
+    ingest_report = single_output(results, INGEST_COMPONENT, "report")
     ingest_report_path = os.path.join(ingest_report.uri, INGEST_REPORT_FILE) if ingest_report else None
     if ingest_report_path and tf.io.gfile.exists(ingest_report_path):
         with tf.io.gfile.GFile(ingest_report_path) as handle:
@@ -96,7 +119,13 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         summary["data"] = {
             "class_names": ingest["class_names"],
             "splits": ingest["splits"],
+            "eval_per_class": ingest.get("eval_per_class"),
             "skipped": ingest["skipped"],
+            "eval_duplicates": ingest.get("eval_duplicates"),
+            "ignored_non_image_files": ingest.get("ignored_non_image_files", []),
+            "links_not_followed": ingest.get("links_not_followed", []),
+            "input": dict(ingest.get("input") or {},
+                          ingestion=ingestion_status(results, store, config.pipeline.name, run_id)),
             "ingest_report": ingest_report_path,
         }
     evaluation = single_output(results, "Evaluator", "evaluation")
@@ -111,8 +140,14 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
     # With compare_to_pushed the Pusher's blessing is BlessingGate's (both comparisons), else the Evaluator's.
     blessing = single_output(results, "BlessingGate", "blessing") or single_output(results, "Evaluator", "blessing")
     summary["blessed"] = bool(_custom(blessing, "blessed"))
-    summary["pushed_model"] = pushed_destination(results)
+    destination = pushed_destination(results)
+    pushed_in_this_run = results.get("Pusher", {}).get("state") != "CACHED"
+    summary["pushed_model"] = destination if pushed_in_this_run else None
+    summary["pushed_earlier"] = None if pushed_in_this_run else destination
     summary["decision"] = explain(summary)
+    if summary["pushed_earlier"]:
+        summary["decision"] += (" Nothing was pushed in this run (the Pusher was reused from the cache); the model "
+                                f"pushed earlier is {destination}.")
     report = single_output(results, REPORT_COMPONENT, "report")
     report_path = os.path.join(report.uri, REPORT_FILE) if report is not None else None
     summary["report"] = report_path if report_path and tf.io.gfile.exists(report_path) else None

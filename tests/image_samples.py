@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 
-def encode(mode: str, size=(20, 12), image_format="PNG", **save_args) -> bytes:
-    rng = np.random.default_rng(0)
+def encode(mode: str, size=(20, 12), image_format="PNG", seed=0, **save_args) -> bytes:
+    """Random pixels; the same seed gives the same bytes (a different seed, a different image)."""
+    rng = np.random.default_rng(seed)
     channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(mode, 1)
     pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
     pixels = pixels[:, :, 0] if channels == 1 else pixels

@@ -2,6 +2,7 @@
 
 import json
 import os
+import zlib
 
 import apache_beam as beam
 import pytest
@@ -42,17 +43,21 @@ def test_bad_images_are_rejected_with_a_reason(encoded, reason):
 
 
 def write_image_folder(root, classes=("cat", "dog"), per_class=6, test=True, unlabeled=8):
+    """Every image different (its own seed), so none is a copy of an eval image."""
+    seed = 0
     for split, count in (("labeled", per_class), ("test", 3 if test else 0)):
         for name in classes:
             folder = root / split / name
             for index in range(count):
                 folder.mkdir(parents=True, exist_ok=True)
-                (folder / f"{index}.png").write_bytes(encode("RGB", size=(8 + index, 8)))
+                seed += 1
+                (folder / f"{index}.png").write_bytes(encode("RGB", size=(8 + index, 8), seed=seed))
     nested = root / "unlabeled" / "batch1" / "deeper"
     nested.mkdir(parents=True, exist_ok=True)
     for index in range(unlabeled):
+        seed += 1
         (nested if index % 2 else root / "unlabeled").joinpath(f"u{index}.jpg").write_bytes(
-            encode("RGB", image_format="JPEG"))
+            encode("RGB", image_format="JPEG", seed=seed))
     return root
 
 
@@ -119,7 +124,8 @@ def direct_pipeline():
 
 def data_section(**overrides):
     data = dict(source="folder", path=None, class_names=None, tfds_name=None, tfds_data_dir=None,
-                tfds_splits=None, eval_fraction=0.2, max_bad_fraction=0.2, max_image_pixels=MAX_PIXELS)
+                tfds_splits=None, eval_fraction=0.2, max_bad_fraction=0.2, max_image_pixels=MAX_PIXELS,
+                follow_external_links=False, on_eval_duplicates="drop")
     data.update(overrides)
     return data
 
@@ -138,7 +144,7 @@ def test_ingest_skips_counts_and_names_bad_images(tmp_path):
     report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
                     direct_pipeline)
 
-    assert report["splits"]["unlabeled"] == {"read": 10, "written": 8, "skipped": 2}
+    assert report["splits"]["unlabeled"] == {"read": 10, "written": 8, "skipped": 2, "duplicates_of_eval": 0}
     assert report["splits"]["train"]["written"] == 12 and report["splits"]["eval"]["written"] == 6
     assert [row["id"] for row in report["skipped"]] == ["unlabeled/broken.jpg", "unlabeled/empty.png"]
     assert report["ignored_non_image_files"] == ["unlabeled/notes.txt"]
@@ -170,18 +176,21 @@ def write_tfrecords(root, split, labels):
     folder.mkdir(parents=True)
     with tf.io.TFRecordWriter(str(folder / "part-0.tfrecord.gz"), options="GZIP") as writer:
         for index, label in enumerate(labels):
-            writer.write(make_example(encode("RGB", size=(9, 9), image_format="JPEG"), label, f"{split}-{index}"))
+            seed = zlib.crc32(f"{split}/{index}".encode())
+            writer.write(make_example(encode("RGB", size=(9, 9), image_format="JPEG", seed=seed), label,
+                                      f"{split}-{index}"))
 
 
 def test_tfrecord_source(tmp_path):
     root = tmp_path / "records"
     write_tfrecords(root, "unlabeled", [-1] * 5)
     write_tfrecords(root, "train", [0, 1, 2, 1])
-    write_tfrecords(root, "eval", [2, 0])
+    write_tfrecords(root, "eval", [2, 0, 1])
     data = data_section(source="tfrecord", path=str(root), class_names=["a", "b", "c"])
     report = ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline)
     assert {split: counts["written"] for split, counts in report["splits"].items()} == {
-        "unlabeled": 5, "train": 4, "eval": 2}
+        "unlabeled": 5, "train": 4, "eval": 3}
+    assert report["eval_per_class"] == {"a": 1, "b": 1, "c": 1}
     assert sorted(e.features.feature["label"].int64_list.value[0] for e in read_split(str(tmp_path / "examples"),
                                                                                        "train")) == [0, 1, 1, 2]
 
@@ -225,7 +234,9 @@ def test_tfds_source_with_tfds_mock_data(tmp_path, name, tfds_splits):
     """The real TFDS reading path on TFDS's mock data (downloads are impossible on these machines)."""
     split_names = sorted({split.split("[")[0] for split in tfds_splits.values()})
     prepared_tfds_metadata(tmp_path / "tfds", name, split_names, 10)
-    data = data_section(source="tfds", tfds_name=name, tfds_data_dir=str(tmp_path / "tfds"), tfds_splits=tfds_splits)
+    # TFDS's mock data serves the same images in every split: keep those copies of eval images.
+    data = data_section(source="tfds", tfds_name=name, tfds_data_dir=str(tmp_path / "tfds"), tfds_splits=tfds_splits,
+                        on_eval_duplicates="keep")
     with tfds.testing.mock_data(num_examples=10, policy=tfds.testing.MockPolicy.USE_FILES,
                                 data_dir=str(tmp_path / "tfds")):
         report = ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline)

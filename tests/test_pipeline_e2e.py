@@ -21,7 +21,7 @@ import tensorflow as tf
 from pipeline.config import EvaluationConfig
 from pipeline.evaluation import is_blessed
 from pipeline.pipeline import COMPONENT_IDS
-from pipeline.run_results import latest_run, open_store
+from pipeline.run_results import open_store, run_results
 
 pytestmark = pytest.mark.e2e
 
@@ -64,24 +64,29 @@ def write_config(tmp_path, name, margin, training=TRAINING, compare_to_pushed=Fa
     return path
 
 
+def states_of(output, summary):
+    """What MLMD recorded for the run the summary names (by its run id)."""
+    return run_results(open_store(str(output / "metadata.sqlite")), "selfsup", summary["run_id"])
+
+
 @pytest.fixture(scope="module")
 def runs(cifar_sample, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("e2e")
     output = tmp_path / "output"
     data_before = tree_checksums(cifar_sample)
     first, first_stdout = run_cli(cifar_sample, output, write_config(tmp_path, "bless.yaml", -0.99))
-    first_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    first_states = states_of(output, first)
     serving_before = tree_checksums(output / "serving")
     second, second_stdout = run_cli(cifar_sample, output, write_config(tmp_path, "strict.yaml", 0.99))
-    second_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    second_states = states_of(output, second)
     serving_after_second = tree_checksums(output / "serving")
     changed_training = TRAINING.replace("finetune_epochs: 1", "finetune_epochs: 2")
     third, _ = run_cli(cifar_sample, output, write_config(tmp_path, "retrain.yaml", -0.99, changed_training))
-    third_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    third_states = states_of(output, third)
     serving_after_third = tree_checksums(output / "serving")
     fourth, _ = run_cli(cifar_sample, output, write_config(tmp_path, "production.yaml", -0.99, changed_training,
                                                            compare_to_pushed=True))
-    fourth_states = latest_run(open_store(str(output / "metadata.sqlite")), "selfsup")
+    fourth_states = states_of(output, fourth)
     return dict(output=output, data_before=data_before, data=cifar_sample, first=first, second=second,
                 third=third, fourth=fourth, first_states=first_states, second_states=second_states,
                 third_states=third_states, fourth_states=fourth_states, serving_before=serving_before,

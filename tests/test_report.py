@@ -154,9 +154,10 @@ def make_tiny_run(root: str) -> TinyRun:
     models = {role: _model_artifact(os.path.join(root, role), role, index)
               for index, role in enumerate(MODEL_WEIGHTS, start=1)}
     ingest = _output_artifact(IngestReport, os.path.join(root, "ingest"))
-    written = {"unlabeled": 40, "train": 20, "eval": len(labels)}
+    counts = [{"split": "unlabeled", "label": -1, "count": 40}, {"split": "train", "label": 0, "count": 20}] + [
+        {"split": "eval", "label": label, "count": int(np.sum(labels == label))} for label in sorted(set(labels))]
     with open(os.path.join(ingest.uri, REPORT_FILE), "w") as handle:
-        json.dump(build_report({"source": "folder", "path": "/data/colours"}, CLASS_NAMES, written, SKIPPED, []),
+        json.dump(build_report({"source": "folder", "path": "/data/colours"}, CLASS_NAMES, counts, SKIPPED, []),
                   handle)
     evaluation = _output_artifact(standard_artifacts.ModelEvaluation, os.path.join(root, "evaluation"))
     blessing = _output_artifact(standard_artifacts.ModelBlessing, os.path.join(root, "blessing"))
@@ -321,7 +322,8 @@ def test_expected_calibration_error_matches_the_predictions(tiny_run, report_dat
 
 def test_report_data_carries_histories_and_ingest_counts(report_data):
     assert report_data["histories"] == HISTORIES
-    assert report_data["data"]["splits"]["unlabeled"] == {"read": 41, "written": 40, "skipped": 1}
+    assert report_data["data"]["splits"]["unlabeled"] == {"read": 41, "written": 40, "skipped": 1,
+                                                          "duplicates_of_eval": 0}
     assert report_data["data"]["skipped"] == SKIPPED
     assert report_data["class_names"] == CLASS_NAMES
 

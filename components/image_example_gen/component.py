@@ -10,6 +10,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components.artifacts import IngestReport
 from components.image_example_gen import executor
+from components.image_example_gen.driver import InputFingerprintDriver
 
 
 class ImageExampleGenSpec(ComponentSpec):
@@ -18,6 +19,8 @@ class ImageExampleGenSpec(ComponentSpec):
         "data_config": ExecutionParameter(type=str),
         # Overrides data_config["path"]; a runtime parameter on Kubeflow.
         "data_path": ExecutionParameter(type=str, optional=True),
+        # evaluation.min_eval_per_class: fewer eval images of a class fail ingestion, before training.
+        "min_eval_per_class": ExecutionParameter(type=int, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -35,12 +38,16 @@ class ImageExampleGen(base_beam_component.BaseBeamComponent):
     """
 
     SPEC_CLASS = ImageExampleGenSpec
+    # Fingerprints the input before the cache check: changed data re-runs ingestion (driver.py).
+    DRIVER_CLASS = InputFingerprintDriver
     EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, data_config: str, data_path: Optional[Union[str, data_types.RuntimeParameter]] = None):
+    def __init__(self, data_config: str, data_path: Optional[Union[str, data_types.RuntimeParameter]] = None,
+                 min_eval_per_class: Optional[int] = None):
         super().__init__(ImageExampleGenSpec(
             data_config=data_config,
             data_path=data_path,
+            min_eval_per_class=min_eval_per_class,
             examples=types.Channel(type=standard_artifacts.Examples),
             report=types.Channel(type=IngestReport),
         ))

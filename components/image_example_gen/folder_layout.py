@@ -14,10 +14,12 @@ import dataclasses
 import hashlib
 import os
 import posixpath
+import unicodedata
 from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from components.image_example_gen.folder_scan import FolderScanner
 from components.image_example_gen.image_check import has_image_extension
 
 UNLABELED, TRAIN, EVAL = "unlabeled", "train", "eval"
@@ -33,11 +35,13 @@ class FolderPlan:
       class_names: sorted class folder names; a label is an index into this list.
       records: (relative path, split, label) for every image file, label -1 when unlabeled.
       ignored: relative paths of files without an image extension (reported, not read).
+      links_not_followed: symbolic links skipped, with the reason (see folder_scan.py).
     """
 
     class_names: List[str]
     records: List[Tuple[str, str, int]]
     ignored: List[str]
+    links_not_followed: List[Dict[str, str]] = dataclasses.field(default_factory=list)
 
     def counts(self) -> Dict[str, int]:
         counts = {split: 0 for split in SPLITS}
@@ -46,32 +50,32 @@ class FolderPlan:
         return counts
 
 
-def _list_files(root: str, folder: str) -> List[str]:
-    """All files below root/folder, as paths relative to root, sorted."""
-    base = os.path.join(root, folder)
-    found = []
-    for directory, _, files in tf.io.gfile.walk(base):
-        relative_directory = directory[len(root):].lstrip("/\\")
-        for name in files:
-            if not name.startswith("."):
-                found.append(posixpath.join(relative_directory.replace("\\", "/"), name))
-    return sorted(found)
+def _class_folders(scanner: FolderScanner, folder: str) -> Dict[str, List[str]]:
+    """{class name (NFC): relative image-or-other file paths} for root/folder/<class>/**.
 
-
-def _class_folders(root: str, folder: str) -> Dict[str, List[str]]:
-    """{class name: relative image-or-other file paths} for root/folder/<class>/**."""
+    Class names are compared in Unicode NFC, so a folder copied from macOS (NFD names) matches.
+    """
+    root = scanner.root
     base = os.path.join(root, folder)
-    classes = {}
+    classes: Dict[str, List[str]] = {}
+    raw_names: Dict[str, str] = {}
     for entry in sorted(tf.io.gfile.listdir(base)):
-        name = entry.rstrip("/")
-        if name.startswith("."):
+        raw = entry.rstrip("/")
+        if raw.startswith("."):
             continue
-        if not tf.io.gfile.isdir(os.path.join(base, name)):
+        if not tf.io.gfile.isdir(os.path.join(base, raw)):
             raise ValueError(
-                f"{posixpath.join(folder, name)} in {root}: files in '{folder}/' must sit in a class "
+                f"{posixpath.join(folder, raw)} in {root}: files in '{folder}/' must sit in a class "
                 f"sub-folder ({folder}/<class>/...)"
             )
-        classes[name] = _list_files(root, posixpath.join(folder, name))
+        name = unicodedata.normalize("NFC", raw)
+        if name in raw_names:
+            raise ValueError(
+                f"{base} has two class folders with the same name in different Unicode forms: "
+                f"{raw_names[name]!r} and {raw!r}; merge them"
+            )
+        raw_names[name] = raw
+        classes[name] = scanner.list_files(posixpath.join(folder, raw))
     return classes
 
 
@@ -100,7 +104,8 @@ def apply_label_budget(records: List[Tuple[str, str, int]], labels_per_class: in
     ]
 
 
-def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int] = None) -> FolderPlan:
+def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int] = None,
+                follow_external_links: bool = False) -> FolderPlan:
     """Scans `root` and decides every file's split and label.
 
     Args:
@@ -108,6 +113,7 @@ def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int]
       eval_fraction: share of labeled images sent to eval when there is no test/ folder.
       labels_per_class: the label budget: at most this many train labels per class (see
         `apply_label_budget`); None keeps every label.
+      follow_external_links: read symbolic links that resolve outside `root`.
 
     Returns:
       A FolderPlan.
@@ -120,7 +126,8 @@ def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int]
     labeled_dir = os.path.join(root, "labeled")
     if not tf.io.gfile.isdir(labeled_dir):
         raise ValueError(f"no labeled/ folder in {root}: expected {root}/labeled/<class>/<images>")
-    labeled = _class_folders(root, "labeled")
+    scanner = FolderScanner(root, follow_external_links)
+    labeled = _class_folders(scanner, "labeled")
     if not labeled:
         raise ValueError(f"{labeled_dir} is empty: expected one sub-folder per class")
     if len(labeled) < 2:
@@ -151,7 +158,7 @@ def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int]
             raise ValueError(f"class folder {os.path.join(labeled_dir, name)} has no image files")
 
     if has_test:
-        test = _class_folders(root, "test")
+        test = _class_folders(scanner, "test")
         unknown = sorted(set(test) - set(class_names))
         if unknown:
             raise ValueError(
@@ -164,12 +171,13 @@ def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int]
     unlabeled_dir = os.path.join(root, "unlabeled")
     if not tf.io.gfile.isdir(unlabeled_dir):
         raise ValueError(f"no unlabeled/ folder in {root}: self-supervised pretraining needs unlabeled images")
-    if add(_list_files(root, "unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
+    if add(scanner.list_files("unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
         raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
 
     if labels_per_class is not None:
         records = apply_label_budget(records, labels_per_class)
-    plan = FolderPlan(class_names=class_names, records=records, ignored=ignored)
+    plan = FolderPlan(class_names=class_names, records=records, ignored=ignored,
+                      links_not_followed=scanner.links_not_followed)
     counts = plan.counts()
     for split in (TRAIN, EVAL):
         if counts[split] == 0:

@@ -12,19 +12,36 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import apache_beam as beam
 import tensorflow as tf
 
-from components.image_example_gen.folder_layout import SPLITS, UNLABELED, UNLABELED_LABEL, plan_folder
+from components.image_example_gen.folder_layout import EVAL, SPLITS, UNLABELED, UNLABELED_LABEL, plan_folder
 
 Candidate = Tuple[str, str, int, Optional[bytes], Optional[str]]
 IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE = "image", "label", "path"
 
 
 class SourcePlan:
-    """What a source will read, known before any Beam work: class names and a Beam reader."""
+    """What a source will read, known before any Beam work.
 
-    def __init__(self, class_names: List[str], ignored: List[str], read):
+    Attributes:
+      class_names: the label mapping.
+      ignored: files listed but not read (no image extension).
+      input_files: every file the source reads or lists (what `fingerprint.input_fingerprint` hashes).
+      identity: what else defines the input besides those files (e.g. a TFDS dataset's version).
+      links_not_followed: symbolic links skipped, with the reason (folder sources).
+      eval_per_class: {class name: eval images} when known before reading (folder sources), else None.
+      split_counts: {split: images} when known before reading (folder sources), else None.
+    """
+
+    def __init__(self, class_names: List[str], ignored: List[str], read, input_files: List[str],
+                 identity: str = "", links_not_followed: Optional[List[Dict[str, str]]] = None,
+                 eval_per_class: Optional[Dict[str, int]] = None, split_counts: Optional[Dict[str, int]] = None):
         self.class_names = class_names
         self.ignored = ignored
         self._read = read
+        self.input_files = input_files
+        self.identity = identity
+        self.links_not_followed = links_not_followed or []
+        self.eval_per_class = eval_per_class
+        self.split_counts = split_counts
 
     def read(self, pipeline: beam.Pipeline) -> beam.PCollection:
         """Returns the PCollection of Candidates."""
@@ -40,8 +57,13 @@ def _read_file(record: Tuple[str, str, int], root: str) -> Candidate:
         return relative_path, split, label, None, f"cannot read file: {error}"
 
 
-def plan_folder_source(root: str, eval_fraction: float, labels_per_class: Optional[int]) -> SourcePlan:
-    plan = plan_folder(root, eval_fraction, labels_per_class)
+def plan_folder_source(root: str, eval_fraction: float, labels_per_class: Optional[int],
+                       follow_external_links: bool) -> SourcePlan:
+    plan = plan_folder(root, eval_fraction, labels_per_class, follow_external_links)
+    eval_per_class = {name: 0 for name in plan.class_names}
+    for _, split, label in plan.records:
+        if split == EVAL:
+            eval_per_class[plan.class_names[label]] += 1
 
     def read(pipeline):
         return (
@@ -50,7 +72,11 @@ def plan_folder_source(root: str, eval_fraction: float, labels_per_class: Option
             | "ReadImageFiles" >> beam.Map(_read_file, root)
         )
 
-    return SourcePlan(plan.class_names, plan.ignored, read)
+    input_files = [os.path.join(root, path) for path, _, _ in plan.records] + [
+        os.path.join(root, path) for path in plan.ignored]
+    return SourcePlan(plan.class_names, plan.ignored, read, input_files,
+                      links_not_followed=plan.links_not_followed, eval_per_class=eval_per_class,
+                      split_counts=plan.counts())
 
 
 def _example_to_candidate(filename_and_record: Tuple[str, bytes], root: str, split: str) -> Candidate:
@@ -77,12 +103,14 @@ def plan_tfrecord_source(root: str, class_names: Optional[List[str]]) -> SourceP
         raise ValueError(f"data folder does not exist or is not a folder: {root}")
     if not class_names:
         raise ValueError("data.class_names is required when data.source is 'tfrecord' (labels index into it)")
-    patterns = {}
+    patterns, input_files = {}, []
     for split in SPLITS:
         pattern = os.path.join(root, split, "*")
-        if not tf.io.gfile.glob(pattern):
+        files = tf.io.gfile.glob(pattern)
+        if not files:
             raise ValueError(f"no TFRecord files for the {split} split: {pattern} matches nothing")
         patterns[split] = pattern
+        input_files.extend(files)
 
     def read(pipeline):
         splits = []
@@ -95,7 +123,7 @@ def plan_tfrecord_source(root: str, class_names: Optional[List[str]]) -> SourceP
             )
         return splits | "MergeSplits" >> beam.Flatten()
 
-    return SourcePlan(list(class_names), [], read)
+    return SourcePlan(list(class_names), [], read, input_files)
 
 
 def _read_tfds_split(split_pair: Tuple[str, str], name: str, data_dir: Optional[str]) -> Iterator[Candidate]:
@@ -140,7 +168,10 @@ def plan_tfds_source(name: str, data_dir: Optional[str], splits: Dict[str, str])
             | "ReadTfds" >> beam.FlatMap(_read_tfds_split, name, data_dir)
         )
 
-    return SourcePlan(class_names, [], read)
+    version_dir = builder.data_dir
+    input_files = [os.path.join(directory, name) for directory, _, names in tf.io.gfile.walk(version_dir)
+                   for name in names]
+    return SourcePlan(class_names, [], read, input_files, identity=f"tfds:{name}:{builder.info.version}")
 
 
 def plan_source(data: dict) -> SourcePlan:
@@ -151,7 +182,8 @@ def plan_source(data: dict) -> SourcePlan:
     """
     source = data["source"]
     if source == "folder":
-        return plan_folder_source(_required_path(data), data["eval_fraction"], data.get("labels_per_class"))
+        return plan_folder_source(_required_path(data), data["eval_fraction"], data.get("labels_per_class"),
+                                  data["follow_external_links"])
     if source == "tfrecord":
         return plan_tfrecord_source(_required_path(data), data.get("class_names"))
     if source == "tfds":

@@ -1,0 +1,53 @@
+"""ImageExampleGen's driver: adds the input fingerprint to the execution properties before the cache check.
+
+The launcher of TFX's portable orchestrators (LocalDagRunner, and the Kubeflow v1 runner) runs a
+component's driver before it computes the cache key, and the key includes the execution properties
+the driver returns: the same mechanism as TFX's FileBasedExampleGen driver. On Kubeflow Pipelines v2
+the same computation runs as the pre-cache-check hook (`kubeflow_driver.py`).
+"""
+
+import json
+
+from tfx.dsl.components.base import base_driver
+from tfx.orchestration import data_types_utils, metadata
+from tfx.orchestration.portable import base_driver as portable_base_driver
+from tfx.orchestration.portable import data_types as portable_data_types
+from tfx.proto.orchestration import driver_output_pb2
+
+from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY, input_fingerprint
+from components.image_example_gen.sources import plan_source
+
+
+def data_from_exec_properties(exec_properties: dict) -> dict:
+    """The `data:` section the executor will read (data_path overrides data_config's path)."""
+    data = json.loads(exec_properties["data_config"])
+    if exec_properties.get("data_path"):
+        data["path"] = exec_properties["data_path"]
+    return data
+
+
+def fingerprint_exec_property(exec_properties: dict) -> str:
+    """The JSON value of the `input_fingerprint` execution property for these properties."""
+    data = data_from_exec_properties(exec_properties)
+    return json.dumps(input_fingerprint(plan_source(data), data.get("path") or ""), sort_keys=True)
+
+
+class InputFingerprintDriver(base_driver.BaseDriver, portable_base_driver.BaseDriver):
+    """Returns the execution properties plus `input_fingerprint`; the outputs are left as they are.
+
+    Derives from both driver bases as TFX's ExampleGen driver does: the component class requires the
+    DSL base, the portable launcher calls `run`.
+    """
+
+    def __init__(self, metadata_handle: metadata.Metadata):
+        base_driver.BaseDriver.__init__(self, metadata_handle)
+        portable_base_driver.BaseDriver.__init__(self, metadata_handle)
+
+    def run(self, execution_info: portable_data_types.ExecutionInfo) -> driver_output_pb2.DriverOutput:
+        exec_properties = dict(execution_info.exec_properties)
+        exec_properties[FINGERPRINT_PROPERTY] = fingerprint_exec_property(exec_properties)
+        result = driver_output_pb2.DriverOutput()
+        for key, value in exec_properties.items():
+            if value is not None:
+                data_types_utils.set_metadata_value(result.exec_properties[key], value)
+        return result
