@@ -19,6 +19,11 @@ settings travel as JSON strings:
 
 Everything else (image, pipeline root, serving folder, Beam arguments, Trainer distribution,
 caching, the component graph) is fixed when compiling.
+
+ImageExampleGen's container gets a `lifecycle.preCacheCheck` hook
+(components/image_example_gen/kubeflow_driver.py) that adds the fingerprint of the input files to
+the task's parameters before the backend's cache check, as TFX does for its FileBasedExampleGen:
+changed data re-runs ingestion on the cluster too.
 """
 
 import dataclasses
@@ -38,6 +43,8 @@ from tfx.extensions.google_cloud_ai_platform import constants as vertex_constant
 from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 from tfx.orchestration import data_types
 
+from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.kubeflow_driver import DRIVER_COMMAND
 from pipeline.config import Config, DataConfig, KubeflowConfig, require, require_object_storage
 from pipeline.pipeline import create_pipeline
 
@@ -251,6 +258,21 @@ def _declare_defaults(pipeline_spec: Dict[str, Any], parameters: List[data_types
     return json_format.MessageToDict(spec)
 
 
+def _add_fingerprint_hooks(pipeline_spec: Dict[str, Any], component_ids: List[str]) -> None:
+    """Sets the input-fingerprint driver as the pre-cache-check hook of these components' containers.
+
+    Mirrors TFX's `_build_file_based_example_gen_spec`: the hook gets the container's own arguments
+    after the executor class (the invocation placeholder, the inputs spec, the Beam arguments).
+    """
+    for component_id in component_ids:
+        executor_label = pipeline_spec["components"][component_id]["executorLabel"]
+        container = pipeline_spec["deploymentSpec"]["executors"][executor_label]["container"]
+        if container["args"][:1] != ["--executor_class_path"]:
+            raise ValueError(f"{component_id}'s container arguments do not start with --executor_class_path: "
+                             f"{container['args'][:2]}")
+        container["lifecycle"] = {"preCacheCheck": {"command": list(DRIVER_COMMAND), "args": container["args"][2:]}}
+
+
 def _write_spec(pipeline_job: Dict[str, Any], output_file: str) -> None:
     folder = os.path.dirname(output_file)
     if folder:
@@ -286,6 +308,8 @@ def compile_pipeline(config: Config, output_file: str) -> str:
     pipeline_job = runner.run(pipeline, parameter_values=_defaults(parameters), write_out=False)
     pipeline_job["pipelineSpec"] = _declare_defaults(pipeline_job["pipelineSpec"], parameters,
                                                      config.kubeflow.pipeline_root)
+    _add_fingerprint_hooks(pipeline_job["pipelineSpec"], [
+        component.id for component in pipeline.components if isinstance(component, ImageExampleGen)])
     _write_spec(pipeline_job, output_file)
     return output_file
 

@@ -1,4 +1,5 @@
-"""Small generated images of every kind the pipeline must accept or reject (no files in the repo)."""
+"""Small generated images of every kind the pipeline must accept or reject, and image folders in the
+selfsup layout made of them (no files in the repo)."""
 
 import io
 import struct
@@ -36,6 +37,27 @@ def png_declaring(width: int, height: int) -> bytes:
     chunk = b"IHDR" + header
     ihdr = struct.pack(">I", len(header)) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
     return original[:8] + ihdr + original[8 + 25:]
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=6, test=True, unlabeled=8):
+    """root/labeled/<class>/{0..per_class-1}.png, root/test/<class>/{0,1,2}.png (when `test`) and
+    `unlabeled` JPEGs in root/unlabeled/ and root/unlabeled/batch1/deeper/. Every image different (its own
+    seed), so none is a copy of an eval image. Returns root (a pathlib.Path)."""
+    seed = 0
+    for split, count in (("labeled", per_class), ("test", 3 if test else 0)):
+        for name in classes:
+            folder = root / split / name
+            for index in range(count):
+                folder.mkdir(parents=True, exist_ok=True)
+                seed += 1
+                (folder / f"{index}.png").write_bytes(encode("RGB", size=(8 + index, 8), seed=seed))
+    nested = root / "unlabeled" / "batch1" / "deeper"
+    nested.mkdir(parents=True, exist_ok=True)
+    for index in range(unlabeled):
+        seed += 1
+        (nested if index % 2 else root / "unlabeled").joinpath(f"u{index}.jpg").write_bytes(
+            encode("RGB", image_format="JPEG", seed=seed))
+    return root
 
 
 GOOD_IMAGES = {

@@ -2,17 +2,20 @@
 
 import json
 import os
+import shutil
 import zlib
 
 import apache_beam as beam
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from image_samples import GOOD_IMAGES, encode, png_declaring
+from image_samples import GOOD_IMAGES, encode, png_declaring, write_image_folder
 
+from components.image_example_gen.fingerprint import input_fingerprint
 from components.image_example_gen.folder_layout import is_eval_by_hash, plan_folder
 from components.image_example_gen.image_check import image_problem
 from components.image_example_gen.ingest import CLASS_NAMES_FILE, REPORT_FILE, ingest, make_example
+from components.image_example_gen.sources import plan_source
 from trainer.data import decode_image
 
 MAX_PIXELS = 10_000_000
@@ -40,25 +43,6 @@ def test_decodable_images_pass_and_decode_to_the_configured_size(name):
 )
 def test_bad_images_are_rejected_with_a_reason(encoded, reason):
     assert reason in image_problem(encoded, MAX_PIXELS)
-
-
-def write_image_folder(root, classes=("cat", "dog"), per_class=6, test=True, unlabeled=8):
-    """Every image different (its own seed), so none is a copy of an eval image."""
-    seed = 0
-    for split, count in (("labeled", per_class), ("test", 3 if test else 0)):
-        for name in classes:
-            folder = root / split / name
-            for index in range(count):
-                folder.mkdir(parents=True, exist_ok=True)
-                seed += 1
-                (folder / f"{index}.png").write_bytes(encode("RGB", size=(8 + index, 8), seed=seed))
-    nested = root / "unlabeled" / "batch1" / "deeper"
-    nested.mkdir(parents=True, exist_ok=True)
-    for index in range(unlabeled):
-        seed += 1
-        (nested if index % 2 else root / "unlabeled").joinpath(f"u{index}.jpg").write_bytes(
-            encode("RGB", image_format="JPEG", seed=seed))
-    return root
 
 
 def test_folder_plan_assigns_splits_and_labels(tmp_path):
@@ -252,3 +236,104 @@ def test_tfds_dataset_that_is_not_prepared_fails_before_beam(tmp_path):
                         tfds_splits={"unlabeled": "unlabelled", "train": "train", "eval": "test"})
     with pytest.raises(ValueError, match="not prepared"):
         ingest(data, str(tmp_path / "e"), str(tmp_path / "r"), lambda: pytest.fail("Beam must not start"))
+
+
+def copy_eval_image_into_training(root):
+    """test/cat/0.png copied byte for byte into unlabeled/ and into labeled/dog/ (a train image)."""
+    original = (root / "test" / "cat" / "0.png").read_bytes()
+    (root / "unlabeled" / "copy.png").write_bytes(original)
+    (root / "labeled" / "dog" / "copy.png").write_bytes(original)
+
+
+def test_copies_of_eval_images_are_dropped_from_training_and_named(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    copy_eval_image_into_training(root)
+    report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
+                    direct_pipeline)
+    assert report["eval_duplicates"] == {"policy": "drop", "count": 2, "files": [
+        {"id": "labeled/dog/copy.png", "split": "train", "duplicate_of": "test/cat/0.png"},
+        {"id": "unlabeled/copy.png", "split": "unlabeled", "duplicate_of": "test/cat/0.png"}]}
+    assert report["splits"]["unlabeled"] == {"read": 9, "written": 8, "skipped": 0, "duplicates_of_eval": 1}
+    assert report["splits"]["train"] == {"read": 13, "written": 12, "skipped": 0, "duplicates_of_eval": 1}
+    assert report["splits"]["eval"]["written"] == 6
+    written = {example.features.feature["path"].bytes_list.value[0].decode()
+               for split in ("unlabeled", "train") for example in read_split(str(tmp_path / "examples"), split)}
+    assert not written & {"unlabeled/copy.png", "labeled/dog/copy.png"}
+
+
+def test_copies_of_eval_images_fail_the_run_with_on_eval_duplicates_fail(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    copy_eval_image_into_training(root)
+    with pytest.raises(ValueError, match=r"2 images in train/unlabeled are byte-for-byte copies of eval images "
+                                         r"\(data.on_eval_duplicates: fail\): "
+                                         r"labeled/dog/copy.png \(= test/cat/0.png\), unlabeled/copy.png"):
+        ingest(data_section(path=str(root), on_eval_duplicates="fail"), str(tmp_path / "examples"),
+               str(tmp_path / "report"), direct_pipeline)
+
+
+def test_copies_of_eval_images_are_kept_and_still_named_with_on_eval_duplicates_keep(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    copy_eval_image_into_training(root)
+    report = ingest(data_section(path=str(root), on_eval_duplicates="keep"), str(tmp_path / "examples"),
+                    str(tmp_path / "report"), direct_pipeline)
+    assert (report["eval_duplicates"]["policy"], report["eval_duplicates"]["count"]) == ("keep", 2)
+    assert report["splits"]["unlabeled"] == {"read": 9, "written": 9, "skipped": 0, "duplicates_of_eval": 1}
+    assert report["splits"]["train"]["written"] == 13
+    assert len(read_split(str(tmp_path / "examples"), "train")) == 13
+
+
+def test_min_eval_per_class_fails_tfrecord_ingestion_naming_the_classes(tmp_path):
+    """The folder check runs before the pipeline (test_cli.py); TFRecords are counted while ingesting."""
+    for name, eval_labels in (("few", [2, 0, 1, 1]), ("missing", [0, 1, 1])):
+        root = tmp_path / name
+        write_tfrecords(root, "unlabeled", [-1] * 5)
+        write_tfrecords(root, "train", [0, 1, 2, 1])
+        write_tfrecords(root, "eval", eval_labels)
+    data = data_section(source="tfrecord", path=str(tmp_path / "few"), class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"fewer than evaluation.min_eval_per_class=2 images of the classes "
+                                         r"\{'a': 1, 'c': 1\}"):
+        ingest(data, str(tmp_path / "examples"), str(tmp_path / "report"), direct_pipeline, min_eval_per_class=2)
+    data = data_section(source="tfrecord", path=str(tmp_path / "missing"), class_names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"has no images of the classes \['c'\]"):
+        ingest(data, str(tmp_path / "examples2"), str(tmp_path / "report2"), direct_pipeline, min_eval_per_class=1)
+
+
+def folder_fingerprint(root):
+    return input_fingerprint(plan_source(data_section(path=str(root))), str(root))
+
+
+def test_the_input_fingerprint_changes_with_any_file_and_only_then(tmp_path):
+    root = write_image_folder(tmp_path / "data")
+    first = folder_fingerprint(root)
+    assert first["files"] == 26 and first["bytes"] == sum(path.stat().st_size for path in root.rglob("*.*"))
+    assert folder_fingerprint(root) == first  # the same folder, read again
+    moved = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(root, moved)  # copy2: the same sizes and modification times at another path
+    assert folder_fingerprint(moved) == first  # relative paths are hashed
+
+    touched = root / "unlabeled" / "u0.jpg"
+    stat = touched.stat()
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    after_touch = folder_fingerprint(root)
+    assert after_touch["fingerprint"] != first["fingerprint"] and after_touch["files"] == 26
+    (root / "unlabeled" / "new.png").write_bytes(encode("RGB", seed=4242))
+    after_add = folder_fingerprint(root)
+    assert after_add["files"] == 27 and after_add["fingerprint"] not in {first["fingerprint"],
+                                                                         after_touch["fingerprint"]}
+    (root / "labeled" / "cat" / "0.png").unlink()
+    after_remove = folder_fingerprint(root)
+    assert after_remove["files"] == 26 and after_remove["fingerprint"] != after_add["fingerprint"]
+    (root / "unlabeled" / "notes.txt").write_text("ignored files are part of the input too")
+    assert folder_fingerprint(root)["fingerprint"] != after_remove["fingerprint"]
+
+
+def test_the_input_fingerprint_of_tfrecords_changes_with_a_file(tmp_path):
+    root = tmp_path / "records"
+    for split, labels in (("unlabeled", [-1] * 3), ("train", [0, 1]), ("eval", [1, 0])):
+        write_tfrecords(root, split, labels)
+    data = data_section(source="tfrecord", path=str(root), class_names=["a", "b"])
+    first = input_fingerprint(plan_source(data), str(root))
+    assert first["files"] == 3 and input_fingerprint(plan_source(data), str(root)) == first
+    shutil.copy(root / "unlabeled" / "part-0.tfrecord.gz", root / "unlabeled" / "part-1.tfrecord.gz")
+    after_add = input_fingerprint(plan_source(data), str(root))
+    assert after_add["files"] == 4 and after_add["fingerprint"] != first["fingerprint"]

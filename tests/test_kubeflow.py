@@ -21,11 +21,14 @@ import pytest
 import tensorflow_model_analysis as tfma
 import yaml
 from google.protobuf import json_format
+from image_samples import write_image_folder
 from kfp import components as kfp_components
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.extensions.google_cloud_ai_platform import constants as vertex_constants
 from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_trainer_executor
 
+from components.image_example_gen import driver as example_gen_driver
+from components.image_example_gen import kubeflow_driver
 from kubeflow import runner
 from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from pipeline.config import ConfigError, load_config
@@ -303,7 +306,8 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
                     str(wheel)], check=True)
     executor_paths = sorted({container_of(compiled["spec"], component_id)["args"][1]
-                             for component_id in component_ids(compiled["config"])} | {VERTEX_TRAINER_EXECUTOR})
+                             for component_id in component_ids(compiled["config"])}
+                            | {VERTEX_TRAINER_EXECUTOR, f"{kubeflow_driver.DRIVER_MODULE}.main"})
     environment = dict(os.environ, PYTHONPATH=str(target), TF_CPP_MIN_LOG_LEVEL="3")
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_CHECK, str(target), json.dumps(executor_paths), TRAINER_RUN_FN],
@@ -311,3 +315,56 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "imports: ok" in result.stdout
+
+
+def test_only_image_example_gen_gets_the_fingerprint_hook_before_the_cache_check(compiled):
+    for component_id in component_ids(compiled["config"]):
+        container = container_of(compiled["spec"], component_id)
+        if component_id != "ImageExampleGen":
+            assert "lifecycle" not in container, component_id
+            continue
+        hook = container["lifecycle"]["preCacheCheck"]
+        assert hook["command"] == ["python", "-m", "components.image_example_gen.kubeflow_driver"]
+        # As TFX's FileBasedExampleGen hook: the executor's arguments after its class path.
+        assert hook["args"] == container["args"][2:]
+        assert hook["args"][:3] == ["--json_serialized_invocation_args", "{{$}}", "--json_serialized_inputs_spec_args"]
+        assert hook["args"][-len(BEAM_ARGS):] == BEAM_ARGS
+    assert kubeflow_driver.DRIVER_MODULE == kubeflow_driver.__name__
+    json_job = runner.load_pipeline_spec(runner.compile_pipeline(compiled["config"], str(
+        pathlib.Path(compiled["file"]).with_suffix(".json"))))
+    assert container_of(json_job, "ImageExampleGen")["lifecycle"] == container_of(
+        compiled["spec"], "ImageExampleGen")["lifecycle"]
+
+
+def test_the_fingerprint_hook_writes_what_the_local_driver_computes(compiled, tmp_path):
+    """The hook as the backend runs it: the compiled command and arguments, `{{$}}` replaced by an
+    ExecutorInput holding the parameters as the compiled task passes them (data_path set per run)."""
+    data = write_image_folder(tmp_path / "data")
+    spec = compiled["spec"]
+    hook = container_of(spec, "ImageExampleGen")["lifecycle"]["preCacheCheck"]
+    properties = {"data_config": root_defaults(spec)["data_config"], "data_path": str(data),
+                  "min_eval_per_class": 20}
+    assert spec.root.dag.tasks["ImageExampleGen"].inputs.parameters[
+        "min_eval_per_class"].runtime_value.constant.number_value == 20
+    executor_input = pipeline_spec_pb2.ExecutorInput()
+    for name, value in properties.items():
+        field = "number_value" if isinstance(value, int) else "string_value"
+        setattr(executor_input.inputs.parameter_values[name], field, value)
+    for key, definition in spec.components["ImageExampleGen"].output_definitions.artifacts.items():
+        artifact = executor_input.outputs.artifacts[key].artifacts.add(name=key, uri=f"gs://bucket/run/{key}")
+        artifact.type.CopyFrom(definition.artifact_type)
+    output_file = tmp_path / "outputs" / "executor_output.json"
+    executor_input.outputs.output_file = str(output_file)
+    invocation = json_format.MessageToJson(executor_input)
+    command = [sys.executable, *hook["command"][1:]] + [invocation if arg == "{{$}}" else arg for arg in hook["args"]]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    executor_output = json_format.Parse(output_file.read_text(), pipeline_spec_pb2.ExecutorOutput())
+    fingerprint = executor_output.parameter_values["input_fingerprint"].string_value
+    assert fingerprint == example_gen_driver.fingerprint_exec_property(properties)
+    assert json.loads(fingerprint)["files"] == 26
+    assert {key: [artifact.uri for artifact in artifacts.artifacts]
+            for key, artifacts in executor_output.artifacts.items()} == {
+        "examples": ["gs://bucket/run/examples"], "report": ["gs://bucket/run/report"]}

@@ -131,6 +131,10 @@ def test_rerun_reuses_the_cache_and_keeps_the_earlier_push(runs):
         assert states[component] == "CACHED", states
     assert states["Evaluator"] == "COMPLETE"  # its config changed
     assert runs["serving_after_second"] == runs["serving_before"]
+    second = runs["second"]
+    assert second["data"]["input"]["ingestion"].startswith("reused from the cache: the input files are unchanged")
+    if states["Pusher"] == "CACHED":  # a push reused from the cache is an earlier run's, not this one's
+        assert "Nothing was pushed in this run" in second["decision"] and second["pushed_model"] is None
 
 
 def test_changed_training_config_retrains_and_pushes_beside_the_earlier_model(runs):
@@ -163,7 +167,8 @@ def test_a_candidate_that_does_not_beat_the_model_in_production_is_not_pushed(ru
 
 def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
     assert tree_checksums(runs["data"]) == runs["data_before"]
-    assert sorted(os.listdir(runs["output"])) == ["metadata.sqlite", "report.html", "serving", "summary.json", "tfx"]
+    assert sorted(os.listdir(runs["output"])) == [".selfsup.lock", "metadata.sqlite", "report.html", "serving",
+                                                  "summary.json", "tfx"]
 
 
 def test_report_is_published_and_carries_the_same_decision(runs):

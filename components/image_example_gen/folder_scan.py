@@ -9,7 +9,9 @@ links are followed by their real path, with three rules:
 * a link that resolves anywhere else inside the data folder (another split, another class, the
   data folder itself) is refused with a ValueError naming the link and its target: test images
   reaching pretraining, or one class's images reaching another's, would bias the gate silently;
-* a link that resolves outside the data folder is refused unless `follow_external_links` is set.
+* a link that resolves to a folder holding the data folder (its parent, say) is refused: through it
+  the scan would reach every split and class again, the other classes' images read as this one's;
+* any other link that resolves outside the data folder is refused unless `follow_external_links` is set.
 
 Object-storage URLs (gs://, s3://) have no symbolic links and are listed with tf.io.gfile.
 """
@@ -112,6 +114,11 @@ class FolderScanner:
                 f"{relative} in {self.root} is a symbolic link to {target}, outside its own folder "
                 f"({area}): images of one split or class must not be read as another's (a test image in "
                 "pretraining biases the gate towards the candidate); remove the link or copy the files"
+            )
+        if _inside(root_real, target):
+            raise ValueError(
+                f"{relative} in {self.root} is a symbolic link to {target}, which holds the data folder "
+                f"{root_real}: through it every split and class would be read again; remove the link"
             )
         if not self.follow_external_links:
             raise ValueError(
