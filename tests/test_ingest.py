@@ -1,15 +1,18 @@
 """Ingestion: image checks, folder layout errors, and the Beam ingest of each source."""
 
+import io
 import json
 import os
 import shutil
 import zlib
 
 import apache_beam as beam
+import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from image_samples import GOOD_IMAGES, encode, png_declaring, write_image_folder
+from PIL import Image, ImageOps
 
 from components.image_example_gen.fingerprint import input_fingerprint
 from components.image_example_gen.folder_layout import is_eval_by_hash, plan_folder
@@ -125,13 +128,14 @@ def test_ingest_skips_counts_and_names_bad_images(tmp_path):
     (root / "unlabeled" / "broken.jpg").write_bytes(b"not an image")
     (root / "unlabeled" / "empty.png").write_bytes(b"")
     (root / "unlabeled" / "notes.txt").write_text("ignored, but reported")
+    (root / "unlabeled" / "photo.webp").write_bytes(encode("RGB", image_format="WEBP"))  # a real WebP: not read
     report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
                     direct_pipeline)
 
     assert report["splits"]["unlabeled"] == {"read": 10, "written": 8, "skipped": 2, "duplicates_of_eval": 0}
     assert report["splits"]["train"]["written"] == 12 and report["splits"]["eval"]["written"] == 6
     assert [row["id"] for row in report["skipped"]] == ["unlabeled/broken.jpg", "unlabeled/empty.png"]
-    assert report["ignored_non_image_files"] == ["unlabeled/notes.txt"]
+    assert report["ignored_non_image_files"] == ["unlabeled/notes.txt", "unlabeled/photo.webp"]
     with open(tmp_path / "report" / REPORT_FILE) as handle:
         assert json.load(handle) == report
     with open(tmp_path / "examples" / CLASS_NAMES_FILE) as handle:
@@ -337,3 +341,21 @@ def test_the_input_fingerprint_of_tfrecords_changes_with_a_file(tmp_path):
     shutil.copy(root / "unlabeled" / "part-0.tfrecord.gz", root / "unlabeled" / "part-1.tfrecord.gz")
     after_add = input_fingerprint(plan_source(data), str(root))
     assert after_add["files"] == 4 and after_add["fingerprint"] != first["fingerprint"]
+
+
+def test_exif_orientation_is_not_applied_as_the_readme_says():
+    """A JPEG stored red on the left, blue on the right, tagged EXIF Orientation 6 (a viewer turns it a
+    quarter clockwise: red on top). `decode_image`, the decoder of training and of serving_images, keeps
+    it as stored."""
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20, 0] = pixels[:, 20:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    encoded = buffer.getvalue()
+    assert ImageOps.exif_transpose(Image.open(io.BytesIO(encoded))).size == (20, 40)  # what a viewer shows
+    assert image_problem(encoded, MAX_PIXELS) is None
+    decoded = decode_image(tf.constant(encoded), 24).numpy()
+    left, right = decoded[:, :8].mean(axis=(0, 1)), decoded[:, -8:].mean(axis=(0, 1))
+    assert left[0] > 0.8 > left[2] and right[2] > 0.8 > right[0]  # still red left, blue right: not turned
