@@ -5,19 +5,21 @@
 
 Each method is one `selfsup run` (the CLI, LocalDagRunner, TFMA) into OUTPUT/<method>; the candidate
 and the baseline are evaluated by TFMA on the same eval split. Prints a table and writes
-OUTPUT/label_efficiency.json with the accuracies and the candidate's pretraining time (seconds
-measured by the Trainer, from history.json).
+OUTPUT/label_efficiency.json with the accuracies, the Trainers' seconds (from summary.json's `timings`)
+and the machine (CPU model and flags). Running again into the same OUTPUT with only fine-tuning
+settings changed (--extra-yaml) reuses the cached Pretrainer: an ablation of fine-tuning costs no
+pretraining.
 """
 
 import argparse
-import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from typing import Dict, List
+
+from bench.throughput import machine_info
 
 
 def write_config(path: str, method: str, pretrain_epochs: int, extra_yaml: str) -> None:
@@ -27,14 +29,6 @@ def write_config(path: str, method: str, pretrain_epochs: int, extra_yaml: str) 
             "  monitor_every_epochs: 5\n" + (extra_yaml.rstrip("\n") + "\n" if extra_yaml else "")
             + "evaluation:\n  min_accuracy: 0.0\n  margin: 0.0\n"
         )
-
-
-def pretrain_seconds(output: str) -> float:
-    """The candidate's pretraining time recorded in its history.json (None when not recorded)."""
-    for path in glob.glob(os.path.join(output, "tfx", "CandidateTrainer", "model", "*", "history.json")):
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle).get("timings", {}).get("pretrain_seconds")
-    return None
 
 
 def run_method(data: str, output_root: str, method: str, pretrain_epochs: int, extra_yaml: str) -> Dict:
@@ -49,14 +43,21 @@ def run_method(data: str, output_root: str, method: str, pretrain_epochs: int, e
         raise RuntimeError(f"{method} run failed:\n{completed.stderr[-3000:]}")
     with open(os.path.join(output, "summary.json"), encoding="utf-8") as handle:
         summary = json.load(handle)
+    timings = summary.get("timings") or {}
+    pretrainer = timings.get("pretrainer") or {}
     return {
         "method": method,
         "candidate_accuracy": summary["candidate"]["accuracy"],
         "baseline_accuracy": summary["baseline"]["accuracy"],
         "blessed": summary["blessed"],
-        "pretrain_seconds": pretrain_seconds(output),
+        "significance": summary.get("significance"),
+        # Seconds the Trainers measured when they ran; a CACHED Pretrainer's are those of the run that trained it.
+        "pretrainer_state": pretrainer.get("state"),
+        "pretrain_seconds": pretrainer.get("pretrain_seconds"),
+        "candidate_seconds": (timings.get("candidate") or {}).get("seconds"),
+        "baseline_seconds": (timings.get("baseline") or {}).get("seconds"),
         "run_seconds": round(time.monotonic() - started, 1),
-        "labeled_train_images": summary["data"]["splits"]["train"]["written"],
+        "labeled_train_images": summary.get("labeled_train_images"),
         "eval_images": summary["data"]["splits"]["eval"]["written"],
     }
 
@@ -73,7 +74,7 @@ def main(argv: List[str] = None) -> int:
                for method in args.methods]
     record = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine_info(),
         "data": args.data,
         "pretrain_epochs": args.pretrain_epochs,
         "results": results,

@@ -422,6 +422,9 @@ def machine_info() -> dict:
         "hostname": platform.node(),
         "nproc": os.cpu_count(),
         "cpu_model": model.group(1).strip() if model else platform.processor(),
+        # Both AMD Zen 3 and Zen 4 machines report "AMD EPYC": the family/model numbers tell them apart.
+        "cpu_family_model": "/".join(match.group(1) for match in (
+            re.search(rf"^{field}\s*:\s*(\d+)$", cpuinfo, re.MULTILINE) for field in ("cpu family", "model")) if match),
         "cpu_flags": {flag: flag in flag_set for flag in interesting},
         "memory_gib": round(memory_kb / 1024 ** 2, 1),
         "python": platform.python_version(),

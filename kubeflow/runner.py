@@ -13,6 +13,7 @@ settings travel as JSON strings:
 
     data_path                ImageExampleGen: where the images are
     data_config              ImageExampleGen: the rest of the `data:` section
+    pretrainer_custom_config Pretrainer: the `training:` settings pretraining reads, and role
     candidate_custom_config  CandidateTrainer: the `training:` section (method, epochs, ...) and role
     baseline_custom_config   BaselineTrainer: the same, for the supervised baseline
     eval_config              Evaluator: the TFMA EvalConfig holding the blessing thresholds
@@ -51,7 +52,8 @@ from pipeline.pipeline import create_pipeline
 SPEC_EXTENSIONS = (".yaml", ".yml", ".json")
 KFP_PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 DATA_PATH_PARAMETER = "data_path"
-TRAINER_IDS = ("CandidateTrainer", "BaselineTrainer")
+# Every TFX Trainer of the pipeline; each gets the kubeflow.trainer_* machine settings.
+TRAINER_IDS = ("Pretrainer", "CandidateTrainer", "BaselineTrainer")
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
@@ -69,6 +71,8 @@ JSON_PARAMETERS = (
                   "The data: section as JSON (source, class names, TFDS splits, eval fraction); path is data_path."),
     JsonParameter("CandidateTrainer", "custom_config", "candidate_custom_config",
                   "The candidate Trainer's custom_config JSON: the training: section (method, epochs, ...) and role."),
+    JsonParameter("Pretrainer", "custom_config", "pretrainer_custom_config",
+                  "The Pretrainer's custom_config JSON: the training: settings pretraining reads, and role."),
     JsonParameter("BaselineTrainer", "custom_config", "baseline_custom_config",
                   "The baseline Trainer's custom_config JSON: the training: section and role."),
     JsonParameter("Evaluator", "eval_config", "eval_config",

@@ -3,6 +3,7 @@
     selfsup run --data DIR --output DIR [--config FILE] [--method simclr|simsiam|byol] [--label-budgets N ...]
     selfsup demo [--output DIR] [--method ...]
     selfsup report RUN_DIR
+    selfsup embed --model RUN_DIR|ENCODER_DIR --data FOLDER --output FILE.parquet|FILE.npz
     selfsup compile-kubeflow --config FILE --output FILE.yaml [--image IMAGE]
 """
 
@@ -14,6 +15,7 @@ import warnings
 from typing import List, Optional
 
 from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
+from pipeline.embed import add_embed_parser, run_embed
 from pipeline.report_command import add_report_parser, run_report
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
@@ -66,6 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
 
     add_report_parser(commands)
+    add_embed_parser(commands)
     add_compile_kubeflow_parser(commands)
     return parser
 
@@ -113,6 +116,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_compile_kubeflow(args)
     if args.command == "report":
         return run_report(args)
+    if args.command == "embed":
+        return run_embed(args)
 
     from pipeline.config import ConfigError, load_config
 
@@ -139,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.label_budgets:
                 from pipeline.label_efficiency import check_budgets
 
-                check_budgets(config, args.label_budgets)
+                check_budgets(args.label_budgets)
     except (ConfigError, FileNotFoundError) as error:
         print(f"selfsup: error: {error}", file=sys.stderr)
         return 2
@@ -150,7 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if getattr(args, "label_budgets", None):
             from pipeline.label_efficiency import run_budgets
 
-            _print_budgets(run_budgets(config, args.output, args.label_budgets, run_local), args.output)
+            _print_budgets(run_budgets(config, args.output, args.label_budgets), args.output)
         else:
             _print_summary(run_local(config, args.output), os.path.abspath(args.output))
     except ValueError as error:

@@ -26,6 +26,9 @@ __all__ = [
     "Config", "ConfigError", "DataConfig", "EvaluationConfig", "KubeflowConfig", "PipelineConfig", "load_config",
 ]
 
+# Keys that moved to another section, named in the error a file with the old key gets.
+MOVED_KEYS = {"data.labels_per_class": "training.labels_per_class"}
+
 TFDS_DEFAULT_SPLITS = {
     "stl10": {"unlabeled": "unlabelled", "train": "train", "eval": "test"},
     "cifar10": {"unlabeled": "train[:80%]", "train": "train[80%:]", "eval": "test"},
@@ -49,7 +52,6 @@ class DataConfig:
     tfds_data_dir: Optional[str] = None
     tfds_splits: Optional[Dict[str, str]] = None
     eval_fraction: float = 0.2
-    labels_per_class: Optional[int] = None
     max_bad_fraction: float = 0.05
     max_image_pixels: int = 40_000_000
     follow_external_links: bool = False
@@ -62,11 +64,6 @@ class DataConfig:
             f"must be 'folder', 'tfrecord' or 'tfds', got {self.source!r}",
         )
         require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
-        if self.labels_per_class is not None:
-            require(self.labels_per_class > 0, "data.labels_per_class",
-                    f"must be positive, got {self.labels_per_class}")
-            require(self.source == "folder", "data.labels_per_class",
-                    f"is supported for folder data only, not {self.source!r}")
         require(
             0.0 <= self.max_bad_fraction <= 1.0,
             "data.max_bad_fraction",
@@ -304,7 +301,9 @@ def _build_section(cls: type, values: Any, section: str, errors: List[str]) -> A
     problems_before = len(errors)
     for key, value in values.items():
         try:
-            require(key in known, f"{section}.{key}", f"unknown key; known keys of '{section}' are {known}")
+            moved = MOVED_KEYS.get(f"{section}.{key}")
+            require(key in known, f"{section}.{key}",
+                    f"moved to '{moved}'" if moved else f"unknown key; known keys of '{section}' are {known}")
             kwargs[key] = _check_value(value, hints[key], f"{section}.{key}")
         except ConfigError as error:
             errors.append(str(error))

@@ -1,9 +1,12 @@
 """Several label budgets in one command: the picture a user wants before adopting SSL.
 
 `selfsup run --label-budgets 5 10 25 ...` runs the whole pipeline once per budget
-(`data.labels_per_class`), each into OUTPUT/labels-<budget>/ with its own summary and report, then
-writes OUTPUT/label_efficiency.json and OUTPUT/label_efficiency.html: candidate and baseline
-accuracy (TFMA's, from each run's summary) against the number of labels per class.
+(`training.labels_per_class`) in one pipeline root and one MLMD (OUTPUT/tfx, OUTPUT/metadata.sqlite),
+so that ingestion and the Pretrainer run once and every later budget reuses them from the cache;
+each budget's summary, report and serving folder go to OUTPUT/labels-<budget>/. Then it writes
+OUTPUT/label_efficiency.json and OUTPUT/label_efficiency.html: candidate and baseline accuracy (TFMA's,
+from each run's summary) against the number of labels per class, with the pretraining seconds (once)
+and each budget's fine-tuning seconds.
 """
 
 import dataclasses
@@ -14,42 +17,51 @@ from typing import Any, Dict, List, Sequence
 
 from components.evaluation_report.svg_chart import Series, line_chart
 from pipeline.config import Config, ConfigError
+from pipeline.local_runner import check_before_running, output_paths, run_holding_lock
+from pipeline.run_lock import output_lock
 from pipeline.summary import SUMMARY_FILE
 
 JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
 
 
-def check_budgets(config: Config, budgets: Sequence[int]) -> None:
-    """Raises ConfigError unless there are two or more distinct positive budgets for folder data."""
+def check_budgets(budgets: Sequence[int]) -> None:
+    """Raises ConfigError unless there are two or more distinct positive budgets."""
     if len(set(budgets)) < 2 or any(budget <= 0 for budget in budgets):
         raise ConfigError(f"--label-budgets needs two or more distinct positive numbers, got {list(budgets)}")
-    if config.data.source != "folder":
-        raise ConfigError(f"--label-budgets works on folder data only, not data.source {config.data.source!r}")
 
 
 def budget_config(config: Config, budget: int) -> Config:
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, labels_per_class=budget))
+    return dataclasses.replace(config, training=dataclasses.replace(config.training, labels_per_class=budget))
 
 
-def run_budgets(config: Config, output_dir: str, budgets: Sequence[int], run_one) -> Dict[str, Any]:
-    """Runs `run_one(config, output)` (the local runner) per budget; writes and returns the comparison."""
-    check_budgets(config, budgets)
-    rows = []
-    for budget in sorted(set(budgets)):
-        print(f"[selfsup] label budget {budget} per class", flush=True)
-        run_output = os.path.join(output_dir, f"labels-{budget}")
-        summary = run_one(budget_config(config, budget), run_output)
-        rows.append({
-            "labels_per_class": budget,
-            "labeled_train_images": summary["data"]["splits"]["train"]["written"],
-            "candidate_accuracy": summary["candidate"]["accuracy"],
-            "baseline_accuracy": summary["baseline"]["accuracy"],
-            "blessed": summary["blessed"],
-            "pushed_model": summary["pushed_model"],
-            "report": summary.get("report"),
-            "summary": os.path.join(run_output, SUMMARY_FILE),
-        })
-    comparison = {"method": config.training.method, "runs": rows}
+def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict[str, Any]:
+    """Runs the pipeline per budget in one output folder (holding its lock); writes and returns the comparison."""
+    check_budgets(budgets)
+    check_before_running(config, output_dir)
+    rows, pretraining = [], []
+    with output_lock(os.path.abspath(output_dir)):
+        for budget in sorted(set(budgets)):
+            print(f"[selfsup] label budget {budget} per class", flush=True)
+            results_dir = os.path.join(output_dir, f"labels-{budget}")
+            summary = run_holding_lock(budget_config(config, budget), output_paths(output_dir, results_dir))
+            timings = summary.get("timings") or {}
+            pretraining.append(timings.get("pretrainer") or {})
+            rows.append({
+                "labels_per_class": budget,
+                "labeled_train_images": summary.get("labeled_train_images"),
+                "candidate_accuracy": summary["candidate"]["accuracy"],
+                "baseline_accuracy": summary["baseline"]["accuracy"],
+                "blessed": summary["blessed"],
+                "pushed_model": summary["pushed_model"],
+                "pretrainer": (summary.get("components") or {}).get("Pretrainer"),
+                "candidate_seconds": (timings.get("candidate") or {}).get("seconds"),
+                "baseline_seconds": (timings.get("baseline") or {}).get("seconds"),
+                "report": summary.get("report"),
+                "summary": os.path.join(results_dir, SUMMARY_FILE),
+            })
+    pretrain_seconds = next((entry.get("seconds") for entry in pretraining if entry.get("seconds") is not None), None)
+    comparison = {"method": config.training.method, "pretrain_seconds": pretrain_seconds,
+                  "pretrainer_runs": sum(1 for row in rows if row["pretrainer"] == "COMPLETE"), "runs": rows}
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, JSON_FILE), "w", encoding="utf-8") as handle:
         json.dump(comparison, handle, indent=2)
@@ -72,8 +84,9 @@ def render(comparison: Dict[str, Any], output_dir: str) -> str:
     for row in rows:
         report = os.path.relpath(row["report"], output_dir) if row["report"] else None
         link = f'<a href="{html.escape(report)}">report</a>' if report else "no report"
+        seconds = f"{row['candidate_seconds']:.0f} s" if row.get("candidate_seconds") is not None else "-"
         table_rows.append(
-            f"<tr><td>{row['labels_per_class']}</td><td>{row['labeled_train_images']}</td>"
+            f"<tr><td>{row['labels_per_class']}</td><td>{row['labeled_train_images']}</td><td>{seconds}</td>"
             f"<td>{row['candidate_accuracy']:.4f}</td><td>{row['baseline_accuracy']:.4f}</td>"
             f"<td>{row['candidate_accuracy'] - row['baseline_accuracy']:+.4f}</td>"
             f"<td>{'BLESSED' if row['blessed'] else 'NOT BLESSED'}</td><td>{link}</td></tr>"
@@ -82,8 +95,11 @@ def render(comparison: Dict[str, Any], output_dir: str) -> str:
         '<!DOCTYPE html><html><head><meta charset="utf-8"><title>selfsup label efficiency</title>'
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:4px 10px;text-align:right;"
         "border-bottom:1px solid #ddd}table{border-collapse:collapse}</style></head><body>"
-        "<h1>Label efficiency</h1><p>Each budget is a full pipeline run; accuracies are TFMA's on the same "
-        "eval split.</p>" + chart +
-        "<table><tr><th>labels per class</th><th>labeled train images</th><th>candidate</th><th>baseline</th>"
+        "<h1>Label efficiency</h1><p>Each budget is a pipeline run in one output folder; accuracies are "
+        "TFMA's on the same eval split. The encoder was pretrained once"
+        + (f" ({comparison['pretrain_seconds']:.0f} s)" if comparison.get("pretrain_seconds") is not None else "")
+        + " and every budget fine-tuned it.</p>" + chart +
+        "<table><tr><th>labels per class</th><th>labeled train images</th><th>candidate fine-tuning</th>"
+        "<th>candidate</th><th>baseline</th>"
         "<th>difference</th><th>decision</th><th></th></tr>" + "".join(table_rows) + "</table></body></html>"
     )

@@ -12,7 +12,7 @@ import datetime
 import json
 import logging
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler, constants
@@ -27,14 +27,19 @@ from pipeline.run_lock import output_lock
 from pipeline.run_results import open_store, run_results
 
 
-def output_paths(output_dir: str) -> Dict[str, str]:
+def output_paths(output_dir: str, results_dir: Optional[str] = None) -> Dict[str, str]:
+    """Where a run writes: artifacts and MLMD under `output_dir`; the summary, the report and the
+    serving folder under `results_dir` (default: `output_dir`; `--label-budgets` gives each budget
+    its own, sharing one pipeline root and one MLMD so that the encoder is pretrained once)."""
     output_dir = os.path.abspath(output_dir)
+    results_dir = os.path.abspath(results_dir or output_dir)
     return {
         "output": output_dir,
+        "results": results_dir,
         "pipeline_root": os.path.join(output_dir, "tfx"),
         "metadata": os.path.join(output_dir, "metadata.sqlite"),
-        "serving": os.path.join(output_dir, "serving"),
-        "summary": os.path.join(output_dir, summary_lib.SUMMARY_FILE),
+        "serving": os.path.join(results_dir, "serving"),
+        "summary": os.path.join(results_dir, summary_lib.SUMMARY_FILE),
     }
 
 
@@ -70,17 +75,30 @@ def run_local(config: Config, output_dir: str) -> Dict[str, Any]:
       RuntimeError: a component failed (the summary is still written, with the failure).
     """
     paths = output_paths(output_dir)
-    data_location = os.path.abspath(config.data.path) if config.data.path else None
-    if data_location and (paths["output"] + os.sep).startswith(data_location.rstrip(os.sep) + os.sep):
-        raise ValueError(f"the output folder {paths['output']} must not be inside the data folder {data_location}")
-    if os.path.exists(paths["output"]) and not os.path.isdir(paths["output"]):
-        raise ValueError(f"the output folder {paths['output']} is an existing file, not a folder")
-    check_data_before_running(config)
+    check_before_running(config, paths["output"])
     with output_lock(paths["output"]):
-        return _run_locked(config, paths)
+        return run_holding_lock(config, paths)
 
 
-def _run_locked(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
+def check_before_running(config: Config, output_dir: str) -> None:
+    """Everything that can be checked before any pipeline work (raises ValueError naming the problem)."""
+    output_dir = os.path.abspath(output_dir)
+    data_location = os.path.abspath(config.data.path) if config.data.path else None
+    if data_location and (output_dir + os.sep).startswith(data_location.rstrip(os.sep) + os.sep):
+        raise ValueError(f"the output folder {output_dir} must not be inside the data folder {data_location}")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"the output folder {output_dir} is an existing file, not a folder")
+    check_data_before_running(config)
+    if config.training.init_encoder and "://" not in config.training.init_encoder:
+        from trainer.encoder_artifact import check_compatible, read_description
+
+        check_compatible(read_description(config.training.init_encoder), config.training,
+                         config.training.init_encoder, "training.init_encoder")
+
+
+def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
+    """Runs the pipeline and writes the summary (the caller holds the output folder's lock)."""
+    os.makedirs(paths["results"], exist_ok=True)
     pipeline = create_pipeline(
         config=config,
         pipeline_root=paths["pipeline_root"],
@@ -100,7 +118,7 @@ def _run_locked(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     store = open_store(paths["metadata"])
     results = run_results(store, config.pipeline.name, run_id) or {}
     summary = summary_lib.build_summary(config, results, failure, run_id=run_id, store=store)
-    summary_lib.publish_report(summary, paths["output"])
+    summary_lib.publish_report(summary, paths["results"])
     summary_lib.write_summary(summary, paths["summary"])
     if failure:
         raise RuntimeError(f"pipeline run failed: {failure} (summary: {paths['summary']})")

@@ -1,7 +1,9 @@
 """The one pipeline factory, used by the local runner and the Kubeflow runner alike.
 
 ImageExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> AnomalyGate
-  -> candidate Trainer (SSL pretraining + fine-tuning) and baseline Trainer (supervised)
+  -> Pretrainer (self-supervised pretraining of the encoder, a Trainer with role "pretrainer")
+  -> candidate Trainer (fine-tunes the Pretrainer's encoder: its base_model) and baseline Trainer
+     (the same architecture from random weights, supervised)
   -> Evaluator (candidate vs baseline, TFMA) and PairedComparison (the uncertainty of the difference:
      paired bootstrap interval, exact McNemar p-value) -> Pusher (only when blessed)
   -> EvaluationReportGen (report.html: the decision, both models' metrics, training curves, data counts)
@@ -34,7 +36,8 @@ from pipeline.evaluation import build_eval_config, build_production_eval_config
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
     "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
-    "CandidateTrainer", "BaselineTrainer", "Evaluator", "PairedComparison", "Pusher", "EvaluationReportGen",
+    "Pretrainer", "CandidateTrainer", "BaselineTrainer", "Evaluator", "PairedComparison", "Pusher",
+    "EvaluationReportGen",
 )
 PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator")
 GATE_COMPONENT_ID = "BlessingGate"
@@ -108,17 +111,27 @@ def create_pipeline(
     )
     gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"])
 
-    training = dict(config.training.to_dict(), trainer_code_fingerprint=trainer_code_fingerprint(),
-                    **(trainer_custom_config or {}))
+    extra = dict(trainer_code_fingerprint=trainer_code_fingerprint(), **(trainer_custom_config or {}))
+    # The Pretrainer's custom_config leaves out the fine-tuning-only settings, so that changing those (or
+    # the label budget) reuses the cached encoder; the candidate fine-tunes it (base_model).
+    pretrainer = tfx.components.Trainer(
+        run_fn=TRAINER_RUN_FN,
+        examples=example_gen.outputs["examples"],
+        schema=gate.outputs["validated_schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=dict(config.training.pretraining_dict(), **extra, role="pretrainer"),
+    ).with_id("Pretrainer")
     trainers = {}
     for role, component_id in (("candidate", "CandidateTrainer"), ("baseline", "BaselineTrainer")):
         trainers[role] = tfx.components.Trainer(
             run_fn=TRAINER_RUN_FN,
             examples=example_gen.outputs["examples"],
             schema=gate.outputs["validated_schema"],
+            base_model=pretrainer.outputs["model"] if role == "candidate" else None,
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config=dict(training, role=role),
+            custom_config=dict(config.training.to_dict(), **extra, role=role),
         ).with_id(component_id)
 
     evaluator = tfx.components.Evaluator(
@@ -135,7 +148,7 @@ def create_pipeline(
         significance_level=config.evaluation.significance_level,
         require_significant=config.evaluation.require_significant,
     )
-    components = [example_gen, statistics_gen, schema_gen, example_validator, gate,
+    components = [example_gen, statistics_gen, schema_gen, example_validator, gate, pretrainer,
                   trainers["candidate"], trainers["baseline"], evaluator, comparison]
     blessing, production_evaluation, production_model, production_blessing = (
         evaluator.outputs["blessing"], None, None, None)
@@ -179,6 +192,7 @@ def create_pipeline(
         production_evaluation=production_evaluation,
         production_model=production_model,
         comparison=comparison.outputs["comparison"],
+        pretrained_model=pretrainer.outputs["model"],
     )
     components += [pusher, report]
     return tfx.dsl.Pipeline(

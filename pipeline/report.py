@@ -91,9 +91,11 @@ def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
     production_evaluation = single_output(results, "ProductionEvaluator", "evaluation")
     production = production_summary(results)
     comparison = single_output(results, "PairedComparison", "comparison")
+    pretrained = single_output(results, "Pretrainer", "model")
     return ReportInputs(
         **uris,
         comparison_uri=comparison.uri if comparison is not None else None,
+        pretrained_model_uri=pretrained.uri if pretrained is not None else None,
         pushed_to=pushed_destination(results),
         production_evaluation_uri=production_evaluation.uri if production_evaluation is not None else None,
         production_model=production["production_model"] if production else None,

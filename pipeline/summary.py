@@ -19,6 +19,7 @@ from pipeline.run_results import previous_property
 
 SUMMARY_FILE = "summary.json"
 REPORT_COMPONENT = "EvaluationReportGen"
+HISTORY_FILE = "history.json"
 INGEST_COMPONENT = "ImageExampleGen"
 
 
@@ -92,6 +93,35 @@ def ingestion_status(results: Dict[str, Dict], store, pipeline_name: str, run_id
     return "ran: the input files are unchanged, the data settings changed"
 
 
+def training_timings(results: Dict[str, Dict]) -> Dict[str, Any]:
+    """Per Trainer (Pretrainer, CandidateTrainer, BaselineTrainer): its state in this run, its Model artifact
+    and the training seconds its history.json records (measured when it ran, also when reused)."""
+    timings = {}
+    for role, component in (("pretrainer", "Pretrainer"), ("candidate", "CandidateTrainer"),
+                            ("baseline", "BaselineTrainer")):
+        model = single_output(results, component, "model")
+        if model is None:
+            continue
+        path = os.path.join(model.uri, HISTORY_FILE)
+        recorded = {}
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as handle:
+                recorded = json.load(handle).get("timings", {})
+        timings[role] = {"state": results[component]["state"], "model": model.uri,
+                         "seconds": round(sum(recorded.values()), 1) if recorded else None, **recorded}
+    return timings
+
+
+def labeled_train_images(results: Dict[str, Dict]) -> Optional[int]:
+    """How many labeled train images the classifiers trained on (after the label budget)."""
+    model = single_output(results, "CandidateTrainer", "model")
+    path = os.path.join(model.uri, HISTORY_FILE) if model is not None else None
+    if path is None or not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return json.load(handle).get("labeled_train_images")
+
+
 def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str], run_id: Optional[str] = None,
                   store=None) -> Dict[str, Any]:
     """The summary of run `run_id` (see README: summary.json); `store` (MLMD) tells why ingestion ran."""
@@ -135,6 +165,9 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
             summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
         summary["evaluation"] = evaluation.uri
     summary["production"] = production_summary(results)
+    summary["labels_per_class"] = config.training.labels_per_class
+    summary["labeled_train_images"] = labeled_train_images(results)
+    summary["timings"] = training_timings(results)
     comparison = single_output(results, "PairedComparison", "comparison")
     summary["significance"] = significance_summary(comparison.uri if comparison is not None else None)
     # With compare_to_pushed the Pusher's blessing is BlessingGate's (both comparisons), else the Evaluator's.

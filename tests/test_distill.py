@@ -217,18 +217,28 @@ def eval_cross_entropy(classifier, examples_uri):
     return float(np.mean(np.concatenate(losses)))
 
 
+def pretrained_encoder(config, examples_uri, folder):
+    """The Pretrainer's Model artifact for `config` (the real role "pretrainer" of run.train_and_export)."""
+    serving_dir = str(folder / "Pretrainer" / "model" / "1" / "Format-Serving")
+    run.train_and_export(dict(config.pretraining_dict(), role="pretrainer"),
+                         data.split_files(examples_uri, "train"), serving_dir, str(folder / "Pretrainer" / "logs"),
+                         str(folder / "Pretrainer" / "backup"))
+    return serving_dir
+
+
 @pytest.mark.parametrize("distill_epochs, pretrain_epochs", [(0, 0), (1, 1)])
 def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, tmp_path, capsys, distill_epochs,
                                                                  pretrain_epochs):
     config = TrainingConfig(pretrain_epochs=pretrain_epochs, linear_epochs=1, finetune_epochs=1,
                             distill_epochs=distill_epochs, **TINY)
     keras.utils.set_random_seed(config.seed)
-    timings = {}
     backup_dir = str(tmp_path / "backup")
+    base_model = pretrained_encoder(config, examples_uri, tmp_path)
 
-    classifier, history = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
-                                     data.read_class_names(examples_uri), str(tmp_path / "logs"), backup_dir,
-                                     backup_dir, timings)
+    classifier, record = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
+                                    data.read_class_names(examples_uri), str(tmp_path / "logs"), backup_dir,
+                                    backup_dir, base_model)
+    history, timings = record["history"], record["timings"]
 
     # The exported classifier is the one whose eval loss the last phase reported at its last epoch.
     fine_tuned_loss = history["finetune/val_loss"][-1]
@@ -247,11 +257,11 @@ def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, t
 
 def test_the_baseline_is_never_distilled(examples_uri, tmp_path):
     config = TrainingConfig(linear_epochs=1, finetune_epochs=0, distill_epochs=2, **TINY)
-    timings = {}
 
-    _, history = run._train("baseline", config, tf.distribute.get_strategy(), examples_uri,
-                            data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
-                            str(tmp_path / "backup"), timings)
+    _, record = run._train("baseline", config, tf.distribute.get_strategy(), examples_uri,
+                           data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
+                           str(tmp_path / "backup"), None)
+    history, timings = record["history"], record["timings"]
 
     assert list(history) and not [key for key in history if key.startswith("distill/")]
     assert "distill_seconds" not in timings

@@ -25,7 +25,7 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.image_example_gen.ingest import ingest
-from trainer import checkpoints, distribute, keras_fixes, run
+from trainer import checkpoints, distribute, encoder_artifact, keras_fixes, pretrain, run
 from trainer.encoders import build_encoder
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
@@ -315,8 +315,8 @@ def test_classifier_trains_on_batches_that_do_not_split_evenly(two_cpu_strategy)
 def test_pretraining_batch_must_split_evenly_over_the_replicas(two_cpu_strategy):
     config = TrainingConfig(batch_size=9, **TINY_MODEL)
     with pytest.raises(ValueError, match="'training.batch_size': 9 does not split evenly over the 2 replicas"):
-        run.pretrain(config, two_cpu_strategy, encoder=None, examples_uri="unused", sizes={"unlabeled": 90, "train": 9},
-                     class_names=["a", "b"], log_dir="unused", backup=None)
+        pretrain.pretrain(config, two_cpu_strategy, encoder=None, examples_uri="unused",
+                          sizes={"unlabeled": 90, "train": 9}, class_names=["a", "b"], log_dir="unused", backup=None)
 
 
 # --- The whole Trainer on a tiny ingested dataset ----------------------------------------------------
@@ -338,7 +338,8 @@ def examples_uri(cifar_sample, tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline-root")
     uri = root / "ImageExampleGen" / "examples" / "1"
     data = dict(source="folder", path=str(folder), class_names=None, tfds_name=None, tfds_data_dir=None,
-                tfds_splits=None, eval_fraction=0.2, max_bad_fraction=0.0, max_image_pixels=1_000_000)
+                tfds_splits=None, eval_fraction=0.2, max_bad_fraction=0.0, max_image_pixels=1_000_000,
+                follow_external_links=False, on_eval_duplicates="drop")
     report = ingest(data, str(uri), str(root / "ImageExampleGen" / "report" / "1"),
                     lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
     assert {split: counts["written"] for split, counts in report["splits"].items()} == {
@@ -346,13 +347,15 @@ def examples_uri(cifar_sample, tmp_path_factory):
     return str(uri)
 
 
-def trainer_arguments(trainer_folder, execution_id, examples_uri, **training):
+def trainer_arguments(trainer_folder, execution_id, examples_uri, role="pretrainer", base_model=None, **training):
     """The FnArgs fields run_fn reads, laid out as TFX lays out an execution's artifacts."""
+    config = TrainingConfig(**dict(TINY_TRAINING, **training))
     return dict(
         train_files=[os.path.join(examples_uri, "Split-train", "*")],
         serving_model_dir=str(trainer_folder / "model" / str(execution_id) / "Format-Serving"),
         model_run_dir=str(trainer_folder / "model_run" / str(execution_id)),
-        custom_config=dict(TINY_TRAINING, role="candidate", **training),
+        custom_config=dict(config.pretraining_dict() if role == "pretrainer" else config.to_dict(), role=role),
+        base_model=base_model,
     )
 
 
@@ -376,6 +379,26 @@ def finish(process, log_path):
         return process.returncode, log.read()
 
 
+def run_on_two_workers(arguments, tmp_path, name):
+    """Runs the Trainer as a two-worker MultiWorkerMirroredStrategy cluster; returns each worker's output."""
+    workers = [f"127.0.0.1:{portpicker.pick_unused_port()}" for _ in range(2)]
+    processes = []
+    for index in range(2):
+        temporary = tmp_path / f"{name}-worker-{index}-tmp"
+        temporary.mkdir()
+        tf_config_value = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        processes.append(start_trainer(arguments, tmp_path / f"{name}-worker-{index}.log",
+                                       {"TF_CONFIG": tf_config_value, "TMPDIR": str(temporary)}))
+    results = [finish(process, tmp_path / f"{name}-worker-{index}.log") for index, process in enumerate(processes)]
+    for index, (code, output) in enumerate(results):
+        assert code == 0, f"{name} worker {index}:\n{output[-5000:]}"
+        assert re.search(r"distribution strategy: multi_worker \(\w+\), replicas: 2", output)
+        assert not [entry for entry in os.listdir(tmp_path / f"{name}-worker-{index}-tmp")
+                    if entry.startswith("selfsup-")]
+    assert "model exported" in results[0][1] and "model exported" not in results[1][1]
+    return [output for _, output in results]
+
+
 def assert_loads_and_classifies(serving_model_dir, examples_uri):
     model = tf.saved_model.load(serving_model_dir)
     records = tf.data.TFRecordDataset(tf.io.gfile.glob(os.path.join(examples_uri, "Split-eval", "*")),
@@ -385,36 +408,33 @@ def assert_loads_and_classifies(serving_model_dir, examples_uri):
     np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_two_workers_train_and_only_the_chief_exports(examples_uri, tmp_path):
-    trainer_folder = tmp_path / "CandidateTrainer"
-    arguments = trainer_arguments(trainer_folder, 1, examples_uri, pretrain_epochs=2)
-    workers = [f"127.0.0.1:{portpicker.pick_unused_port()}" for _ in range(2)]
-    processes = []
-    for index in range(2):
-        temporary = tmp_path / f"worker-{index}-tmp"
-        temporary.mkdir()
-        tf_config_value = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        processes.append(start_trainer(arguments, tmp_path / f"worker-{index}.log",
-                                       {"TF_CONFIG": tf_config_value, "TMPDIR": str(temporary)}))
-    results = [finish(process, tmp_path / f"worker-{index}.log") for index, process in enumerate(processes)]
-    for index, (code, output) in enumerate(results):
-        assert code == 0, f"worker {index}:\n{output[-5000:]}"
-        assert re.search(r"distribution strategy: multi_worker \(\w+\), replicas: 2", output)
-        assert not [name for name in os.listdir(tmp_path / f"worker-{index}-tmp") if name.startswith("selfsup-")]
-    assert "model exported" in results[0][1] and "model exported" not in results[1][1]
-
-    assert sorted(os.listdir(trainer_folder / "model" / "1")) == ["Format-Serving", run.HISTORY_FILE]
-    assert_loads_and_classifies(arguments["serving_model_dir"], examples_uri)
-    with open(trainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
+def test_two_workers_pretrain_and_fine_tune_and_only_the_chief_exports(examples_uri, tmp_path):
+    pretrainer_folder, trainer_folder = tmp_path / "Pretrainer", tmp_path / "CandidateTrainer"
+    pretraining = trainer_arguments(pretrainer_folder, 1, examples_uri, pretrain_epochs=2)
+    run_on_two_workers(pretraining, tmp_path, "pretrainer")
+    assert sorted(os.listdir(pretrainer_folder / "model" / "1")) == [
+        "Format-Serving", encoder_artifact.DESCRIPTION_FILE, encoder_artifact.ENCODER_FILE, run.HISTORY_FILE]
+    with open(pretrainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
         history = json.load(handle)["history"]
     assert len(history["pretrain/loss"]) == 2 and len(history["pretrain/knn_accuracy"]) == 2
-    assert len(history["linear/loss"]) == 1 and len(history["finetune/val_accuracy"]) == 1
-    assert {"pretrain", "finetune"} <= set(os.listdir(trainer_folder / "model_run" / "1"))
-    assert not os.path.exists(trainer_folder / checkpoints.BACKUP_FOLDER)
+    assert "pretrain" in os.listdir(pretrainer_folder / "model_run" / "1")
+
+    fine_tuning = trainer_arguments(trainer_folder, 1, examples_uri, role="candidate", pretrain_epochs=2,
+                                    base_model=pretraining["serving_model_dir"])
+    run_on_two_workers(fine_tuning, tmp_path, "candidate")
+    assert sorted(os.listdir(trainer_folder / "model" / "1")) == ["Format-Serving", run.HISTORY_FILE]
+    assert_loads_and_classifies(fine_tuning["serving_model_dir"], examples_uri)
+    with open(trainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
+        record = json.load(handle)
+    assert len(record["history"]["linear/loss"]) == 1 and len(record["history"]["finetune/val_accuracy"]) == 1
+    assert record["encoder"]["base_model"] == pretraining["serving_model_dir"]
+    assert "finetune" in os.listdir(trainer_folder / "model_run" / "1")
+    for folder in (pretrainer_folder, trainer_folder):
+        assert not os.path.exists(folder / checkpoints.BACKUP_FOLDER)
 
 
-def test_killed_trainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
-    trainer_folder = tmp_path / "CandidateTrainer"
+def test_killed_pretrainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
+    trainer_folder = tmp_path / "Pretrainer"
     training = dict(pretrain_epochs=12, monitor_every_epochs=100)
     first = trainer_arguments(trainer_folder, 1, examples_uri, **training)
     backup_dir = checkpoints.backup_root(first["model_run_dir"], examples_uri, first["custom_config"])
@@ -440,14 +460,14 @@ def test_killed_trainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
     assert resumed_epoch == saved_epoch
     assert f"Epoch {resumed_epoch + 1}/{training['pretrain_epochs']}" in output
     assert f"Epoch {resumed_epoch}/{training['pretrain_epochs']}" not in output
-    assert_loads_and_classifies(retry["serving_model_dir"], examples_uri)
+    assert tf.saved_model.load(retry["serving_model_dir"]).signatures[encoder_artifact.EMBEDDINGS_SIGNATURE]
     with open(trainer_folder / "model" / "2" / run.HISTORY_FILE) as handle:
         assert len(json.load(handle)["history"]["pretrain/loss"]) == training["pretrain_epochs"]
     assert not os.path.exists(trainer_folder / checkpoints.BACKUP_FOLDER)
 
 
 def test_nan_loss_fails_the_trainer_and_exports_nothing(examples_uri, tmp_path):
-    arguments = trainer_arguments(tmp_path / "CandidateTrainer", 1, examples_uri, pretrain_epochs=3,
+    arguments = trainer_arguments(tmp_path / "Pretrainer", 1, examples_uri, pretrain_epochs=3,
                                   optimizer="sgd", warmup_epochs=0, pretrain_learning_rate=1e30)
     with pytest.raises(NanLossError, match="nothing is exported"):
         run.run_fn(FnArgs(**arguments))

@@ -57,21 +57,6 @@ def test_folder_plan_assigns_splits_and_labels(tmp_path):
     assert labels["unlabeled/batch1/deeper/u1.jpg"] == -1
 
 
-def test_label_budget_keeps_nested_subsets_and_moves_the_rest_to_unlabeled(tmp_path):
-    root = str(write_image_folder(tmp_path, per_class=6))
-    full = plan_folder(root, eval_fraction=0.2)
-    budgets = {budget: plan_folder(root, eval_fraction=0.2, labels_per_class=budget) for budget in (2, 4)}
-    for budget, plan in budgets.items():
-        assert plan.counts() == {"unlabeled": 8 + 2 * (6 - budget), "train": 2 * budget, "eval": 6}
-        train = [(path, label) for path, split, label in plan.records if split == "train"]
-        assert sorted(label for _, label in train) == [0] * budget + [1] * budget
-        moved = {path for path, split, label in plan.records if split == "unlabeled" and path.startswith("labeled/")}
-        assert all(label == -1 for path, _, label in plan.records if path in moved)
-    assert {path for path, split, _ in budgets[2].records if split == "train"} < {
-        path for path, split, _ in budgets[4].records if split == "train"}
-    assert [r for r in full.records if r[1] == "eval"] == [r for r in budgets[2].records if r[1] == "eval"]
-
-
 def test_without_test_folder_labeled_images_are_hash_split(tmp_path):
     plan = plan_folder(str(write_image_folder(tmp_path, per_class=40, test=False)), eval_fraction=0.25)
     counts = plan.counts()

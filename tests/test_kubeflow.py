@@ -43,7 +43,8 @@ PIPELINE_ROOT = "gs://example-bucket/selfsup-root"
 DATA_PATH = "gs://example-bucket/images"
 BEAM_ARGS = ["--runner=DataflowRunner", "--project=example-project", "--region=europe-west4",
              "--temp_location=gs://example-bucket/beam-tmp", f"--sdk_container_image={IMAGE}"]
-RUNTIME_PARAMETERS = {"data_path", "data_config", "candidate_custom_config", "baseline_custom_config", "eval_config"}
+RUNTIME_PARAMETERS = {"data_path", "data_config", "pretrainer_custom_config", "candidate_custom_config",
+                      "baseline_custom_config", "eval_config"}
 CONFIG = {
     "data": {"path": DATA_PATH},
     "training": {"method": "byol", "pretrain_epochs": 3},
@@ -131,9 +132,13 @@ def test_runtime_parameters_are_declared_with_the_config_as_defaults(compiled):
               if value.component_input_parameter}
     assert wiring == {
         ("ImageExampleGen", "data_path"): "data_path", ("ImageExampleGen", "data_config"): "data_config",
+        ("Pretrainer", "custom_config"): "pretrainer_custom_config",
         ("CandidateTrainer", "custom_config"): "candidate_custom_config",
         ("BaselineTrainer", "custom_config"): "baseline_custom_config", ("Evaluator", "eval_config"): "eval_config",
     }
+    pretraining = json.loads(defaults["pretrainer_custom_config"])
+    assert (pretraining["role"], pretraining["method"], pretraining["pretrain_epochs"]) == ("pretrainer", "byol", 3)
+    assert "finetune_epochs" not in pretraining and "labels_per_class" not in pretraining
     assert runner.runtime_parameter_values(config) == defaults
 
 
@@ -175,9 +180,11 @@ def test_multi_worker_training_runs_the_trainers_as_vertex_custom_jobs(tmp_path)
         trainer_workers=3, trainer_machine_type="n1-standard-8", trainer_accelerator_type="NVIDIA_TESLA_T4",
         trainer_accelerator_count=1, vertex_project="example-project", vertex_region="europe-west4")))
     spec = runner.load_pipeline_spec(runner.compile_pipeline(config, str(tmp_path / "selfsup.yaml")))
-    for component_id in ("CandidateTrainer", "BaselineTrainer"):
+    parameters = {"Pretrainer": "pretrainer_custom_config", "CandidateTrainer": "candidate_custom_config",
+                  "BaselineTrainer": "baseline_custom_config"}
+    for component_id, parameter in parameters.items():
         assert container_of(spec, component_id)["args"][1] == VERTEX_TRAINER_EXECUTOR
-        custom_config = json.loads(root_defaults(spec)[f"{component_id[:-7].lower()}_custom_config"])
+        custom_config = json.loads(root_defaults(spec)[parameter])
         pools = custom_config["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
         assert [pool["replica_count"] for pool in pools] == [1, 2]
         assert {pool["container_spec"]["image_uri"] for pool in pools} == {IMAGE}

@@ -5,24 +5,21 @@ import subprocess
 import sys
 
 import pytest
+from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import cli
+from pipeline.run_results import open_store
 
 
-def test_fewer_than_two_budgets_or_non_folder_data_fail_before_any_work(tmp_path, capsys):
+def test_fewer_than_two_budgets_fail_before_any_work(tmp_path, capsys):
     output = tmp_path / "out"
     assert cli.main(["run", "--data", str(tmp_path), "--output", str(output), "--label-budgets", "5"]) == 2
     assert "two or more distinct positive numbers" in capsys.readouterr().err
-    config = tmp_path / "records.yaml"
-    config.write_text("data:\n  source: tfrecord\n  class_names: [a, b]\n")
-    assert cli.main(["run", "--data", str(tmp_path), "--output", str(output), "--config", str(config),
-                     "--label-budgets", "5", "10"]) == 2
-    assert "folder data only" in capsys.readouterr().err
     assert not output.exists()
 
 
 @pytest.mark.e2e
-def test_two_budgets_run_the_pipeline_twice_and_compare(cifar_sample, tmp_path):
+def test_two_budgets_pretrain_once_fine_tune_twice_and_compare(cifar_sample, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("training:\n  encoder_width: 16\n  projection_dim: 16\n  projection_hidden_dim: 16\n"
                       "  batch_size: 64\n  pretrain_epochs: 1\n  linear_epochs: 1\n  finetune_epochs: 1\n")
@@ -39,7 +36,18 @@ def test_two_budgets_run_the_pipeline_twice_and_compare(cifar_sample, tmp_path):
         summary = json.loads((output / f"labels-{row['labels_per_class']}" / "summary.json").read_text())
         assert row["candidate_accuracy"] == summary["candidate"]["accuracy"]
         assert row["baseline_accuracy"] == summary["baseline"]["accuracy"]
-        assert summary["data"]["splits"]["unlabeled"]["written"] == 300 + 120 - row["labeled_train_images"]
+        # Ingestion does not depend on the budget: every labeled image is in the train split.
+        assert summary["data"]["splits"]["unlabeled"]["written"] == 300
+        assert summary["data"]["splits"]["train"]["written"] == 120
+        assert summary["labels_per_class"] == row["labels_per_class"]
+    # One pipeline root and one MLMD: the encoder was pretrained once, both budgets fine-tuned it.
+    store = open_store(str(output / "metadata.sqlite"))
+    pretrainer = store.get_context_by_type_and_name("node", "selfsup.Pretrainer")
+    states = sorted(execution.last_known_state for execution in store.get_executions_by_context(pretrainer.id))
+    assert states == sorted([metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED])
+    assert comparison["pretrainer_runs"] == 1 and comparison["pretrain_seconds"] > 0
+    assert [row["pretrainer"] for row in comparison["runs"]] == ["COMPLETE", "CACHED"]
+    assert all(row["candidate_seconds"] > 0 for row in comparison["runs"])
     page = (output / "label_efficiency.html").read_text()
     assert "<svg" in page and "labels per class" in page
     assert 'href="labels-5/report.html"' in page

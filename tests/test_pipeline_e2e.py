@@ -80,7 +80,8 @@ def runs(cifar_sample, tmp_path_factory):
     second, second_stdout = run_cli(cifar_sample, output, write_config(tmp_path, "strict.yaml", 0.99))
     second_states = states_of(output, second)
     serving_after_second = tree_checksums(output / "serving")
-    changed_training = TRAINING.replace("finetune_epochs: 1", "finetune_epochs: 2")
+    # Only fine-tuning settings and the label budget change: the Pretrainer's encoder is reused.
+    changed_training = TRAINING.replace("finetune_epochs: 1", "finetune_epochs: 2\n  labels_per_class: 30")
     third, _ = run_cli(cifar_sample, output, write_config(tmp_path, "retrain.yaml", -0.99, changed_training))
     third_states = states_of(output, third)
     serving_after_third = tree_checksums(output / "serving")
@@ -137,10 +138,21 @@ def test_rerun_reuses_the_cache_and_keeps_the_earlier_push(runs):
         assert "Nothing was pushed in this run" in second["decision"] and second["pushed_model"] is None
 
 
-def test_changed_training_config_retrains_and_pushes_beside_the_earlier_model(runs):
+def test_changed_fine_tuning_retrains_from_the_cached_encoder_and_pushes_beside_the_earlier_model(runs):
     states = {component: result["state"] for component, result in runs["third_states"].items()}
     assert states["ImageExampleGen"] == "CACHED" and states["StatisticsGen"] == "CACHED"
+    assert states["Pretrainer"] == "CACHED"
     assert states["CandidateTrainer"] == "COMPLETE" and states["BaselineTrainer"] == "COMPLETE"
+    # The candidate's fine-tuning started from the cached encoder's weights.
+    encoder = runs["third_states"]["Pretrainer"]["outputs"]["model"][0].uri
+    with open(os.path.join(encoder, "encoder.json")) as handle:
+        encoder_digest = json.load(handle)["weights_digest"]
+    candidate = runs["third_states"]["CandidateTrainer"]["outputs"]["model"][0].uri
+    with open(os.path.join(candidate, "history.json")) as handle:
+        record = json.load(handle)
+    assert record["encoder"]["weights_digest"] == encoder_digest
+    assert record["encoder"]["base_model"].startswith(encoder)
+    assert runs["third"]["labeled_train_images"] == 3 * 30 and runs["first"]["labeled_train_images"] == 3 * 40
     assert runs["third"]["blessed"] is True
     assert runs["third"]["pushed_model"] != runs["first"]["pushed_model"]
     assert len(os.listdir(runs["output"] / "serving")) == 2

@@ -8,6 +8,7 @@ import pytest
 from pipeline import pipeline as pipeline_module
 from pipeline.config import Config, DataConfig, EvaluationConfig
 from pipeline.pipeline import COMPONENT_IDS, component_ids, create_pipeline, trainer_code_fingerprint
+from trainer.hparams import TrainingConfig
 from trainer.run import training_config_from_custom_config
 
 
@@ -20,7 +21,8 @@ def test_components_and_order(tmp_path):
     pipeline = build(tmp_path)
     ids = [component.id for component in pipeline.components]
     assert sorted(ids) == sorted(COMPONENT_IDS)
-    assert ids.index("AnomalyGate") < ids.index("CandidateTrainer") < ids.index("Evaluator") < ids.index("Pusher")
+    assert (ids.index("AnomalyGate") < ids.index("Pretrainer") < ids.index("CandidateTrainer")
+            < ids.index("Evaluator") < ids.index("Pusher"))
     assert "BlessingGate" not in ids  # the Pusher takes the Evaluator's blessing
 
 
@@ -88,6 +90,32 @@ def test_trainers_get_role_training_config_and_code_fingerprint(tmp_path):
         # Every key the pipeline puts there is one the Trainer accepts (an unknown one is an error).
         assert training_config_from_custom_config(json.loads(custom_config)) == Config().training
     assert components["CandidateTrainer"].inputs["schema"].producer_component_id == "AnomalyGate"
+
+
+def test_candidate_fine_tunes_the_pretrainers_encoder_and_the_baseline_starts_from_scratch(tmp_path):
+    components = {component.id: component for component in build(tmp_path).components}
+    assert components["CandidateTrainer"].inputs["base_model"].producer_component_id == "Pretrainer"
+    assert "base_model" not in components["BaselineTrainer"].inputs
+    assert components["Pretrainer"].inputs["examples"].producer_component_id == "ImageExampleGen"
+    assert components["EvaluationReportGen"].inputs["pretrained_model"].producer_component_id == "Pretrainer"
+
+
+def test_only_pretraining_settings_are_in_the_pretrainers_cache_key(tmp_path):
+    """A fine-tuning or label-budget change leaves the Pretrainer's custom_config (its cache key) as it was."""
+    def pretrainer_config(**training):
+        pipeline = build(tmp_path, training=TrainingConfig(**training))
+        return {component.id: component for component in pipeline.components}["Pretrainer"].exec_properties[
+            "custom_config"]
+
+    default = pretrainer_config()
+    assert '"role": "pretrainer"' in default and trainer_code_fingerprint() in default
+    assert training_config_from_custom_config(json.loads(default)) == TrainingConfig()
+    for finetuning_change in (dict(finetune_learning_rate=0.01), dict(labels_per_class=5), dict(linear_epochs=3),
+                              dict(distill_epochs=2), dict(finetune_augment={"flip_probability": 0.0})):
+        assert pretrainer_config(**finetuning_change) == default, finetuning_change
+    for pretraining_change in (dict(method="byol"), dict(encoder_width=64), dict(pretrain_epochs=3),
+                               dict(temperature=0.2), dict(init_encoder="/models/encoder")):
+        assert pretrainer_config(**pretraining_change) != default, pretraining_change
 
 
 def test_trainer_code_fingerprint_changes_with_the_trainer_source(tmp_path, monkeypatch):

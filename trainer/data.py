@@ -4,16 +4,21 @@ Every image, in training and in the exported model, goes through `decode_image`,
 the model is trained on and what it serves are decoded and resized the same way.
 """
 
+import hashlib
 import json
 import os
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-IMAGE_FEATURE, LABEL_FEATURE = "image", "label"
+IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE = "image", "label", "path"
 CLASS_NAMES_FILE = "class_names.json"
 _FEATURE_SPEC = {
     IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
+    LABEL_FEATURE: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+}
+_PATH_SPEC = {
+    PATH_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
     LABEL_FEATURE: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
 }
 
@@ -104,11 +109,35 @@ def image_dataset(
     )
 
 
+def label_budget_paths(file_patterns: Sequence[str], labels_per_class: int) -> List[bytes]:
+    """The `path`s of the images a label budget keeps: per class, the `labels_per_class` images whose
+    path has the smallest SHA-256. The choice depends only on the paths, so it is the same on every
+    machine and for both Trainers, and nested: a smaller budget keeps a subset of a larger one's images.
+    """
+    by_class: Dict[int, List[Tuple[bytes, bytes]]] = {}
+    records = _records(file_patterns, shuffle=False, seed=0).batch(1024).map(
+        lambda batch: tf.io.parse_example(batch, _PATH_SPEC))
+    for batch in records.as_numpy_iterator():
+        for path, label in zip(batch[PATH_FEATURE], batch[LABEL_FEATURE]):
+            by_class.setdefault(int(label), []).append((hashlib.sha256(path).digest(), path))
+    return sorted(path for ranked in by_class.values() for _, path in sorted(ranked)[:labels_per_class])
+
+
 def labeled_dataset(
-    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool,
+    keep_paths: Optional[Sequence[bytes]] = None,
 ) -> tf.data.Dataset:
-    """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller."""
+    """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller.
+
+    With `keep_paths` (label_budget_paths), only the examples whose `path` is in it.
+    """
     records = _records(file_patterns, shuffle, seed)
+    if keep_paths is not None:
+        kept = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(list(keep_paths), tf.string),
+                                                tf.ones(len(keep_paths), tf.int32)), default_value=0)
+        records = records.filter(
+            lambda record: kept.lookup(tf.io.parse_single_example(record, _PATH_SPEC)[PATH_FEATURE]) > 0)
     if shuffle:
         records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
 

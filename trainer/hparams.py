@@ -110,7 +110,14 @@ class TrainingConfig:
     pretrain_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
     finetune_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
 
+    # Pretraining starts from this earlier encoder (a Pretrainer Model artifact or an exported encoder
+    # folder, see trainer/encoder_artifact.py) instead of random weights.
+    init_encoder: Optional[str] = None
+
     finetune_batch_size: int = 64
+    # The label budget: at most this many train labels per class, chosen by a hash of each image's path
+    # (trainer/data.py label_budget_paths); both Trainers use the same subset, pretraining sees every image.
+    labels_per_class: Optional[int] = None
     linear_epochs: int = 10
     linear_learning_rate: float = 1e-2
     finetune_epochs: int = 10
@@ -156,6 +163,10 @@ class TrainingConfig:
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be greater than 0, got {value}")
         require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")
+        require(self.labels_per_class is None or self.labels_per_class > 0, prefix + "labels_per_class",
+                f"must be positive, got {self.labels_per_class}")
+        require(self.init_encoder is None or bool(self.init_encoder.strip()), prefix + "init_encoder",
+                "must not be empty")
         require(self.distill_labeled_weight >= 0, prefix + "distill_labeled_weight",
                 f"must be zero or more, got {self.distill_labeled_weight}")
         require(
@@ -193,3 +204,17 @@ class TrainingConfig:
     def to_dict(self) -> dict:
         """The JSON-serialisable form passed to the Trainer as custom_config."""
         return dataclasses.asdict(self)
+
+    def pretraining_dict(self) -> dict:
+        """What the Pretrainer's custom_config holds: every setting except those only fine-tuning reads
+        (FINETUNING_ONLY_FIELDS), so that changing those reuses the cached pretrained encoder."""
+        return {key: value for key, value in self.to_dict().items() if key not in FINETUNING_ONLY_FIELDS}
+
+
+# Settings that only the classifier Trainers read (fine-tuning, the baseline, distillation, the label
+# budget). Everything else may change the pretrained encoder and is part of the Pretrainer's cache key.
+FINETUNING_ONLY_FIELDS = (
+    "finetune_augment", "finetune_batch_size", "labels_per_class", "linear_epochs", "linear_learning_rate",
+    "finetune_epochs", "finetune_learning_rate", "baseline_learning_rate", "distill_epochs",
+    "distill_temperature", "distill_learning_rate", "distill_labeled_weight",
+)

@@ -1,12 +1,15 @@
-"""The TFX Trainer entry point for both Trainers: `run_fn(fn_args)`.
+"""The TFX Trainer entry point of the Pretrainer and both classifier Trainers: `run_fn(fn_args)`.
 
-custom_config carries the `training:` config section plus `role`:
-- "candidate": self-supervised pretraining of the encoder on the unlabeled and train images
-  (the SSL loss uses no labels; an online linear probe on stop-gradient features reports how
-  linearly separable the train labels are), then linear head + whole-network fine-tuning;
-- "baseline": the same encoder architecture from random weights, trained on the train split
-  only, with the same number of fine-tuning epochs.
-Both export the same SavedModel signatures (trainer/export.py) and write `history.json`
+custom_config carries the `training:` config section (the Pretrainer: only the settings pretraining
+reads, `TrainingConfig.pretraining_dict`) plus `role`:
+- "pretrainer": self-supervised pretraining of the encoder on the unlabeled and train images
+  (trainer/pretrain.py); exports the encoder artifact (trainer/encoder_artifact.py);
+- "candidate": the Pretrainer's encoder (the Trainer's `base_model`), then linear head +
+  whole-network fine-tuning on the labeled train images (at most `training.labels_per_class` per
+  class), then distillation when `training.distill_epochs` > 0;
+- "baseline": the same encoder architecture from random weights, trained on the same labeled
+  images, with as many epochs as the candidate's linear + fine-tuning phases.
+Both classifiers export the same SavedModel signatures (trainer/export.py) and write `history.json`
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact.
 
 Distribution (trainer/distribute.py): `training.batch_size` and `training.finetune_batch_size`
@@ -23,21 +26,22 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from trainer import checkpoints, data, distill, distribute, monitors
-from trainer.augment import build_finetune_augmenter, build_pretrain_augmenter
+from trainer.augment import build_finetune_augmenter
+from trainer.encoder_artifact import describe, load_encoder, save_encoder, weights_digest
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import ConfigError, TrainingConfig
-from trainer.methods import build_method
-from trainer.optimizers import build_optimizer
+from trainer.pretrain import pretrain_encoder
 
-ROLES = ("candidate", "baseline")
+PRETRAINER, CANDIDATE, BASELINE = "pretrainer", "candidate", "baseline"
+ROLES = (PRETRAINER, CANDIDATE, BASELINE)
 HISTORY_FILE = "history.json"
 
 
@@ -74,96 +78,44 @@ def _split_sizes(examples_uri: str) -> Dict[str, int]:
     return {split: counts["written"] for split, counts in report["splits"].items()}
 
 
-def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
-             sizes: Dict[str, int], class_names: List[str], log_dir: str,
-             backup: checkpoints.EpochBackup) -> Dict[str, list]:
-    """Self-supervised pretraining of `encoder` in place; returns the per-epoch history."""
-    if config.pretrain_epochs == 0:
-        return {}
-    files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
-    images = sizes["unlabeled"] + sizes["train"]
-    if images < config.batch_size:
-        raise ValueError(
-            f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
-            "for pretraining"
-        )
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(
-            f"config key 'training.batch_size': {config.batch_size} does not split evenly over the {replicas} "
-            "replicas (every replica needs the same number of images); use a multiple of the replica count"
-        )
-    steps_per_epoch = images // config.batch_size
-    is_sequence = encoder_outputs_sequence(config.encoder)
-    with strategy.scope():
-        augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
-        model = build_method(
-            config, encoder, augmenter, is_sequence,
-            make_encoder=lambda: build_encoder(config.encoder, config.image_size, config.encoder_width,
-                                               config.encoder_weights),
-            steps_per_epoch=steps_per_epoch, num_classes=len(class_names),
-        )
-        model.compile(optimizer=build_optimizer(
-            config.optimizer, config.pretrain_learning_rate, config.weight_decay,
-            config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
-        ))
-    # Labels come along (-1 for unlabeled images) for the online probe only; the SSL loss ignores them.
-    dataset = distribute.shard_by_data(
-        data.image_dataset(files, config.batch_size, config.image_size, config.seed, with_labels=True))
-
-    def encode(batch):
-        features = encoder(batch, training=False)
-        return tf.reduce_mean(features, axis=1) if is_sequence else features
-
-    labeled = {
-        split: data.labeled_dataset(data.split_files(examples_uri, split), 256, config.image_size, config.seed, False)
-        for split in ("train", "eval")
-    }
-    callbacks = [
-        monitors.FailOnNanLoss(),
-        monitors.KnnMonitor(encode, labeled["train"], labeled["eval"], config.knn_k, len(class_names),
-                            config.monitor_every_epochs),
-        monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
-        backup,
-        keras.callbacks.TensorBoard(os.path.join(log_dir, "pretrain")),
-    ]
-    print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
-          f"of {config.batch_size} images ({images} images)", flush=True)
-    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks, verbose=2)
-    return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
-
-
 def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
            class_names: List[str], log_dir: str, backup_dir: str, backup_save_dir: str,
-           timings: Dict[str, float]) -> Tuple[keras.Model, Dict[str, list]]:
-    """Pretraining (candidate), classifier training and distillation (candidate, `training.distill_epochs`);
-    returns the classifier and the history.
-
-    Records the seconds each stage took (in this execution) into `timings`.
-    """
+           base_model: Optional[str]) -> Tuple[keras.Model, Dict[str, Any]]:
+    """Classifier training (candidate: from the encoder at `base_model`; baseline: from random weights)
+    and distillation (candidate, `training.distill_epochs`); returns the classifier and
+    {"history", "timings", "encoder"} for history.json."""
     sizes = _split_sizes(examples_uri)
     is_sequence = encoder_outputs_sequence(config.encoder)
+    encoder_record = None
     with strategy.scope():
-        encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
+        if role == CANDIDATE:
+            if not base_model:
+                raise ValueError("the candidate Trainer needs the Pretrainer's encoder as its base_model")
+            encoder = load_encoder(base_model, config, "training.encoder")
+            encoder_record = {"base_model": base_model, "weights_digest": weights_digest(encoder)}
+        else:
+            encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
 
-    history: Dict[str, list] = {}
-    if role == "candidate":
-        backup = checkpoints.EpochBackup(backup_dir, backup_save_dir, "pretraining")
-        started = time.monotonic()
-        history.update(pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir, backup))
-        timings["pretrain_seconds"] = round(time.monotonic() - started, 1)
-
-    train_dataset = data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
-                                         config.image_size, config.seed, shuffle=True)
+    train_files = data.split_files(examples_uri, "train")
+    keep_paths = (data.label_budget_paths(train_files, config.labels_per_class)
+                  if config.labels_per_class is not None else None)
+    train_images = len(keep_paths) if keep_paths is not None else sizes["train"]
+    if config.labels_per_class is not None:
+        print(f"[selfsup] label budget: {train_images} of {sizes['train']} train images "
+              f"(at most {config.labels_per_class} per class)", flush=True)
+    train_dataset = data.labeled_dataset(train_files, config.finetune_batch_size, config.image_size, config.seed,
+                                         shuffle=True, keep_paths=keep_paths)
     eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size,
                                         config.seed, shuffle=False)
-    steps_per_epoch = max(1, math.ceil(sizes["train"] / config.finetune_batch_size))
+    steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
     callbacks = [
         monitors.FailOnNanLoss(),
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
         keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune")),
     ]
-    distilling = role == "candidate" and config.distill_epochs > 0
+    history: Dict[str, list] = {}
+    timings: Dict[str, float] = {}
+    distilling = role == CANDIDATE and config.distill_epochs > 0
     encoder_weights_before_finetuning = distill.pretrained_encoder_weights(config, encoder) if distilling else None
     started = time.monotonic()
     with strategy.scope():
@@ -172,7 +124,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         history.update(train_classifier(
             classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
             distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks,
-            from_scratch=(role == "baseline"),
+            from_scratch=(role == BASELINE),
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
     if distilling:  # the fine-tuned classifier becomes the teacher; the student is the candidate
@@ -182,20 +134,23 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"))
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
-    return classifier, history
+    return classifier, {"history": history, "timings": timings, "encoder": encoder_record,
+                        "labeled_train_images": train_images}
 
 
 def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str,
-                     backup_dir: str) -> Dict[str, list]:
+                     backup_dir: str, base_model: Optional[str] = None) -> Dict[str, list]:
     """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too).
 
     Args:
-      custom_config: the `training:` section as a dict, plus `role` ("candidate" or "baseline").
+      custom_config: the `training:` section as a dict, plus `role` ("pretrainer", "candidate" or "baseline").
       train_files: the train split's file patterns (`<examples URI>/Split-train/*`).
-      serving_model_dir: where the chief exports the SavedModel; `history.json` goes beside it.
+      serving_model_dir: where the chief exports the SavedModel; `history.json` (and the Pretrainer's
+        encoder files) go beside it.
       log_dir: where the chief writes the TensorBoard logs.
       backup_dir: the per-epoch backups, the same for every retry (see `checkpoints.backup_root`);
         removed when the run completes.
+      base_model: the candidate's encoder (the Pretrainer's Model artifact or its Format-Serving folder).
 
     Returns:
       The history of every training phase: `"<phase>/<metric>"` -> one value per epoch.
@@ -213,16 +168,28 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
     examples_uri = data.examples_root(train_files)
     class_names = data.read_class_names(examples_uri)
 
-    with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir,
-                                     backup_dir=backup_dir) as folders:
-        timings: Dict[str, float] = {}
-        classifier, history = _train(role, config, strategy, examples_uri, class_names, folders["log_dir"],
-                                     backup_dir, folders["backup_dir"], timings)
-        export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
+    with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir, backup_dir=backup_dir,
+                                     artifact_dir=os.path.dirname(serving_model_dir)) as folders:
+        if role == PRETRAINER:
+            sizes = _split_sizes(examples_uri)
+            backup = checkpoints.EpochBackup(backup_dir, folders["backup_dir"], "pretraining")
+            encoder, history, timings = pretrain_encoder(config, strategy, examples_uri, sizes, class_names,
+                                                         folders["log_dir"], backup)
+            record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
+                      "timings": timings}
+            save_encoder(encoder, describe(config, examples_uri, sizes["unlabeled"] + sizes["train"],
+                                           config.init_encoder),
+                         record, folders["artifact_dir"], folders["serving_model_dir"],
+                         encoder_outputs_sequence(config.encoder))
+        else:
+            classifier, record = _train(role, config, strategy, examples_uri, class_names, folders["log_dir"],
+                                        backup_dir, folders["backup_dir"], base_model)
+            history = record["history"]
+            export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
+            tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet
+            with tf.io.gfile.GFile(os.path.join(folders["artifact_dir"], HISTORY_FILE), "w") as handle:
+                json.dump(dict(record, role=role, method=config.method, class_names=class_names), handle, indent=1)
         if distribute.is_chief():
-            with tf.io.gfile.GFile(os.path.join(os.path.dirname(serving_model_dir), HISTORY_FILE), "w") as handle:
-                json.dump({"role": role, "method": config.method, "class_names": class_names, "history": history,
-                           "timings": timings}, handle, indent=1)
             print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
     # Every worker has restored its backups before the chief removes them.
     distribute.barrier(strategy)
@@ -241,6 +208,6 @@ def run_fn(fn_args) -> None:
     level = absl_logger.level
     try:
         train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir,
-                         fn_args.model_run_dir, backup_dir)
+                         fn_args.model_run_dir, backup_dir, base_model=fn_args.base_model)
     finally:
         absl_logger.setLevel(level)

@@ -23,6 +23,7 @@ class EvaluationReportGenSpec(ComponentSpec):
         "production_evaluation": ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
         "production_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
         "comparison": ChannelParameter(type=ModelComparison, optional=True),
+        "pretrained_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
     }
     OUTPUTS = {"report": ChannelParameter(type=EvaluationReport)}
 
@@ -54,6 +55,7 @@ class EvaluationReportGen(base_component.BaseComponent):
         production_evaluation: Optional[types.BaseChannel] = None,
         production_model: Optional[types.BaseChannel] = None,
         comparison: Optional[types.BaseChannel] = None,
+        pretrained_model: Optional[types.BaseChannel] = None,
     ):
         super().__init__(EvaluationReportGenSpec(
             evaluation=evaluation,
@@ -65,5 +67,6 @@ class EvaluationReportGen(base_component.BaseComponent):
             production_evaluation=production_evaluation,
             production_model=production_model,
             comparison=comparison,
+            pretrained_model=pretrained_model,
             report=types.Channel(type=EvaluationReport),
         ))

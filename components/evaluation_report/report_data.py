@@ -47,6 +47,8 @@ class ReportInputs:
       production_model: the pushed model that was in production; None when nothing was pushed before
         (the candidate was compared with the supervised baseline again) or without the comparison.
       comparison_uri: PairedComparison's ModelComparison folder (holds comparison.json); None without it.
+      pretrained_model_uri: the Pretrainer's Model folder (its history.json has the pretraining curves,
+        shown with the candidate's); None without it.
     """
 
     evaluation_uri: str
@@ -58,6 +60,7 @@ class ReportInputs:
     production_evaluation_uri: Optional[str] = None
     production_model: Optional[str] = None
     comparison_uri: Optional[str] = None
+    pretrained_model_uri: Optional[str] = None
 
 
 def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
@@ -74,6 +77,10 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
         "candidate": _read_json(os.path.join(inputs.candidate_model_uri, HISTORY_FILE)),
         "baseline": _read_json(os.path.join(inputs.baseline_model_uri, HISTORY_FILE)),
     }
+    if inputs.pretrained_model_uri:  # the candidate's pretraining happened in the Pretrainer step
+        pretraining = _read_json(os.path.join(inputs.pretrained_model_uri, HISTORY_FILE))
+        histories["candidate"] = dict(histories["candidate"],
+                                      history=dict(pretraining["history"], **histories["candidate"]["history"]))
     class_names = ingest["class_names"]
     blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
     return {

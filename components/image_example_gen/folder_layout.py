@@ -15,7 +15,7 @@ import hashlib
 import os
 import posixpath
 import unicodedata
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
@@ -88,31 +88,12 @@ def _path_digest(relative_path: str) -> bytes:
     return hashlib.sha256(relative_path.encode("utf-8")).digest()
 
 
-def apply_label_budget(records: List[Tuple[str, str, int]], labels_per_class: int) -> List[Tuple[str, str, int]]:
-    """Keeps at most `labels_per_class` train labels per class (chosen by a hash of the path, so the
-    same on every machine and nested: a smaller budget keeps a subset of a larger one's images); the
-    other train images join the unlabeled split without their label. Eval is unchanged."""
-    kept = {}
-    for path, split, label in sorted(records, key=lambda record: _path_digest(record[0])):
-        if split == TRAIN:
-            kept.setdefault(label, set())
-            if len(kept[label]) < labels_per_class:
-                kept[label].add(path)
-    return [
-        (path, UNLABELED, UNLABELED_LABEL) if split == TRAIN and path not in kept[label] else (path, split, label)
-        for path, split, label in records
-    ]
-
-
-def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int] = None,
-                follow_external_links: bool = False) -> FolderPlan:
+def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = False) -> FolderPlan:
     """Scans `root` and decides every file's split and label.
 
     Args:
       root: the data folder (local path or a tf.io.gfile URL such as gs://...).
       eval_fraction: share of labeled images sent to eval when there is no test/ folder.
-      labels_per_class: the label budget: at most this many train labels per class (see
-        `apply_label_budget`); None keeps every label.
       follow_external_links: read symbolic links that resolve outside `root`.
 
     Returns:
@@ -174,8 +155,6 @@ def plan_folder(root: str, eval_fraction: float, labels_per_class: Optional[int]
     if add(scanner.list_files("unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
         raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
 
-    if labels_per_class is not None:
-        records = apply_label_budget(records, labels_per_class)
     plan = FolderPlan(class_names=class_names, records=records, ignored=ignored,
                       links_not_followed=scanner.links_not_followed)
     counts = plan.counts()

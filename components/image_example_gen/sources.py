@@ -57,9 +57,8 @@ def _read_file(record: Tuple[str, str, int], root: str) -> Candidate:
         return relative_path, split, label, None, f"cannot read file: {error}"
 
 
-def plan_folder_source(root: str, eval_fraction: float, labels_per_class: Optional[int],
-                       follow_external_links: bool) -> SourcePlan:
-    plan = plan_folder(root, eval_fraction, labels_per_class, follow_external_links)
+def plan_folder_source(root: str, eval_fraction: float, follow_external_links: bool) -> SourcePlan:
+    plan = plan_folder(root, eval_fraction, follow_external_links)
     eval_per_class = {name: 0 for name in plan.class_names}
     for _, split, label in plan.records:
         if split == EVAL:
@@ -182,8 +181,7 @@ def plan_source(data: dict) -> SourcePlan:
     """
     source = data["source"]
     if source == "folder":
-        return plan_folder_source(_required_path(data), data["eval_fraction"], data.get("labels_per_class"),
-                                  data["follow_external_links"])
+        return plan_folder_source(_required_path(data), data["eval_fraction"], data["follow_external_links"])
     if source == "tfrecord":
         return plan_tfrecord_source(_required_path(data), data.get("class_names"))
     if source == "tfds":

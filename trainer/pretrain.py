@@ -1,0 +1,100 @@
+"""Self-supervised pretraining of the encoder: the Pretrainer step (role "pretrainer" of trainer/run.py).
+
+Pretraining reads the unlabeled and the train images without their labels (the labels ride along for
+the online linear probe and the kNN monitor only, which never change the encoder), so the encoder is
+the same for every label budget and every fine-tuning setting. It starts from random weights, from
+`training.encoder_weights` (a weights file) or from `training.init_encoder` (an earlier encoder
+artifact: continue pretraining on new data, or with `pretrain_epochs: 0` fine-tune it as it is).
+"""
+
+import os
+import time
+from typing import Dict, List, Tuple
+
+import keras
+import tensorflow as tf
+
+from trainer import checkpoints, data, distribute, monitors
+from trainer.augment import build_pretrain_augmenter
+from trainer.encoder_artifact import load_encoder
+from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.hparams import TrainingConfig
+from trainer.methods import build_method
+from trainer.optimizers import build_optimizer
+
+
+def initial_encoder(config: TrainingConfig) -> keras.Model:
+    """The encoder pretraining starts from (call inside the strategy's scope)."""
+    if config.init_encoder:
+        return load_encoder(config.init_encoder, config, "training.init_encoder")
+    return build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
+
+
+def pretrain_encoder(config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
+                     sizes: Dict[str, int], class_names: List[str], log_dir: str,
+                     backup: checkpoints.EpochBackup) -> Tuple[keras.Model, Dict[str, list], Dict[str, float]]:
+    """Builds (or loads) the encoder and pretrains it; returns it, the history and the seconds it took."""
+    with strategy.scope():
+        encoder = initial_encoder(config)
+    started = time.monotonic()
+    history = pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir, backup)
+    return encoder, history, {"pretrain_seconds": round(time.monotonic() - started, 1)}
+
+
+def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
+             sizes: Dict[str, int], class_names: List[str], log_dir: str,
+             backup: checkpoints.EpochBackup) -> Dict[str, list]:
+    """Self-supervised pretraining of `encoder` in place; returns the per-epoch history."""
+    if config.pretrain_epochs == 0:
+        return {}
+    files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
+    images = sizes["unlabeled"] + sizes["train"]
+    if images < config.batch_size:
+        raise ValueError(
+            f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
+            "for pretraining"
+        )
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"config key 'training.batch_size': {config.batch_size} does not split evenly over the {replicas} "
+            "replicas (every replica needs the same number of images); use a multiple of the replica count"
+        )
+    steps_per_epoch = images // config.batch_size
+    is_sequence = encoder_outputs_sequence(config.encoder)
+    with strategy.scope():
+        augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
+        model = build_method(
+            config, encoder, augmenter, is_sequence,
+            make_encoder=lambda: build_encoder(config.encoder, config.image_size, config.encoder_width,
+                                               config.encoder_weights),
+            steps_per_epoch=steps_per_epoch, num_classes=len(class_names),
+        )
+        model.compile(optimizer=build_optimizer(
+            config.optimizer, config.pretrain_learning_rate, config.weight_decay,
+            config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
+        ))
+    # Labels come along (-1 for unlabeled images) for the online probe only; the SSL loss ignores them.
+    dataset = distribute.shard_by_data(
+        data.image_dataset(files, config.batch_size, config.image_size, config.seed, with_labels=True))
+
+    def encode(batch):
+        features = encoder(batch, training=False)
+        return tf.reduce_mean(features, axis=1) if is_sequence else features
+
+    labeled = {
+        split: data.labeled_dataset(data.split_files(examples_uri, split), 256, config.image_size, config.seed, False)
+        for split in ("train", "eval")
+    }
+    callbacks = [
+        monitors.FailOnNanLoss(),
+        monitors.KnnMonitor(encode, labeled["train"], labeled["eval"], config.knn_k, len(class_names),
+                            config.monitor_every_epochs),
+        monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
+        backup,
+        keras.callbacks.TensorBoard(os.path.join(log_dir, "pretrain")),
+    ]
+    print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
+          f"of {config.batch_size} images ({images} images)", flush=True)
+    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks, verbose=2)
+    return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
