@@ -131,7 +131,10 @@ def create_pipeline(
             base_model=pretrainer.outputs["model"] if role == "candidate" else None,
             train_args=tfx.proto.TrainArgs(splits=["train"]),
             eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config=dict(config.training.to_dict(), **extra, role=role),
+            # The baseline's custom_config holds only what it reads, so that it stays cached when the method,
+            # a pretraining setting or a candidate-only setting changes.
+            custom_config=dict(config.training.to_dict() if role == "candidate" else config.training.baseline_dict(),
+                               **extra, role=role),
         ).with_id(component_id)
 
     evaluator = tfx.components.Evaluator(

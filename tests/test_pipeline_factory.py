@@ -86,7 +86,7 @@ def test_trainers_get_role_training_config_and_code_fingerprint(tmp_path):
         custom_config = components[component_id].exec_properties["custom_config"]
         assert '"role": "%s"' % role in custom_config
         assert trainer_code_fingerprint() in custom_config
-        assert '"method": "simclr"' in custom_config
+        assert ('"method": "simclr"' in custom_config) == (role == "candidate")
         # Every key the pipeline puts there is one the Trainer accepts (an unknown one is an error).
         assert training_config_from_custom_config(json.loads(custom_config)) == Config().training
     assert components["CandidateTrainer"].inputs["schema"].producer_component_id == "AnomalyGate"
@@ -116,6 +116,21 @@ def test_only_pretraining_settings_are_in_the_pretrainers_cache_key(tmp_path):
     for pretraining_change in (dict(method="byol"), dict(encoder_width=64), dict(pretrain_epochs=3),
                                dict(temperature=0.2), dict(init_encoder="/models/encoder")):
         assert pretrainer_config(**pretraining_change) != default, pretraining_change
+
+
+def test_the_baseline_stays_cached_when_only_the_candidate_changes(tmp_path):
+    def baseline_config(**training):
+        pipeline = build(tmp_path, training=TrainingConfig(**training))
+        return {component.id: component for component in pipeline.components}["BaselineTrainer"].exec_properties[
+            "custom_config"]
+
+    default = baseline_config()
+    for candidate_change in (dict(method="byol"), dict(pretrain_epochs=3), dict(distill_epochs=2),
+                             dict(finetune_learning_rate=0.01), dict(temperature=0.5)):
+        assert baseline_config(**candidate_change) == default, candidate_change
+    for shared_change in (dict(encoder_width=64), dict(labels_per_class=5), dict(finetune_epochs=3),
+                          dict(baseline_learning_rate=0.01), dict(finetune_augment={"flip_probability": 0.0})):
+        assert baseline_config(**shared_change) != default, shared_change
 
 
 def test_trainer_code_fingerprint_changes_with_the_trainer_source(tmp_path, monkeypatch):

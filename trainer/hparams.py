@@ -205,11 +205,23 @@ class TrainingConfig:
         """The JSON-serialisable form passed to the Trainer as custom_config."""
         return dataclasses.asdict(self)
 
+    def baseline_dict(self) -> dict:
+        """What the BaselineTrainer's custom_config holds: only the settings it reads (BASELINE_FIELDS), so
+        that a change of method, pretraining or candidate-only setting reuses the cached baseline."""
+        return {key: value for key, value in self.to_dict().items() if key in BASELINE_FIELDS}
+
     def pretraining_dict(self) -> dict:
         """What the Pretrainer's custom_config holds: every setting except those only fine-tuning reads
         (FINETUNING_ONLY_FIELDS), so that changing those reuses the cached pretrained encoder."""
         return {key: value for key, value in self.to_dict().items() if key not in FINETUNING_ONLY_FIELDS}
 
+
+# The settings the supervised baseline reads: its encoder, its data, its schedule, the distribution.
+BASELINE_FIELDS = (
+    "encoder", "encoder_width", "encoder_weights", "image_size", "finetune_augment", "finetune_batch_size",
+    "labels_per_class", "linear_epochs", "finetune_epochs", "baseline_learning_rate", "optimizer", "weight_decay",
+    "seed", "strategy", "tpu_address",
+)
 
 # Settings that only the classifier Trainers read (fine-tuning, the baseline, distillation, the label
 # budget). Everything else may change the pretrained encoder and is part of the Pretrainer's cache key.
