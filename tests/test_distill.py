@@ -265,3 +265,25 @@ def test_the_baseline_is_never_distilled(examples_uri, tmp_path):
 
     assert list(history) and not [key for key in history if key.startswith("distill/")]
     assert "distill_seconds" not in timings
+
+
+def test_distillation_uses_only_the_label_budgets_labels(examples_uri, tmp_path, monkeypatch):
+    """The labeled half of each distillation step must not see labels outside training.labels_per_class."""
+    config = TrainingConfig(pretrain_epochs=0, linear_epochs=1, finetune_epochs=0, distill_epochs=1,
+                            labels_per_class=2, **TINY)
+    train_calls = []
+    original = data.labeled_dataset
+
+    def recording(file_patterns, *args, **kwargs):
+        if any("Split-train" in pattern for pattern in file_patterns):
+            train_calls.append(kwargs.get("keep_paths"))
+        return original(file_patterns, *args, **kwargs)
+
+    monkeypatch.setattr(data, "labeled_dataset", recording)
+    base_model = pretrained_encoder(config, examples_uri, tmp_path)
+    _, record = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
+                           data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
+                           str(tmp_path / "backup"), base_model)
+    budget = data.label_budget_paths(data.split_files(examples_uri, "train"), 2)
+    assert len(train_calls) == 2 and all(list(paths) == budget for paths in train_calls)  # fine-tuning, distillation
+    assert record["labeled_train_images"] == len(budget) == 2 * len(data.read_class_names(examples_uri))

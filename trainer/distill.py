@@ -22,7 +22,7 @@ teacher's) and, on the eval split, `val_loss` (cross-entropy) and `val_accuracy`
 """
 
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -145,14 +145,15 @@ def pretrained_encoder_weights(config: TrainingConfig, encoder: keras.Model) -> 
 
     Call it after pretraining and before fine-tuning.
     """
-    if config.pretrain_epochs > 0 or config.encoder_weights:
+    if config.pretrain_epochs > 0 or config.encoder_weights or config.init_encoder:
         return encoder.get_weights()
     return None
 
 
 def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy, teacher: keras.Model,
                        encoder_weights: Optional[List[np.ndarray]], examples_uri: str, sizes: Dict[str, int],
-                       log_dir: str, backup: checkpoints.EpochBackup) -> Tuple[keras.Model, Dict[str, List[float]]]:
+                       log_dir: str, backup: checkpoints.EpochBackup,
+                       keep_paths: Optional[Sequence[bytes]] = None) -> Tuple[keras.Model, Dict[str, List[float]]]:
     """Distils `teacher` into a new student for `training.distill_epochs` epochs (see the module docstring).
 
     Args:
@@ -165,6 +166,8 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
       sizes: the number of images of each split.
       log_dir: TensorBoard logs go to `log_dir/distill`.
       backup: the per-epoch backup (and resume) of this fit.
+      keep_paths: the label budget's train images (data.label_budget_paths); None for every train label.
+        The other train images are still distilled on, without their labels.
 
     Returns:
       (student, history): the trained student classifier (what is exported) and `distill/<metric>`
@@ -200,7 +203,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
     unlabeled = data.image_dataset(unlabeled_files, config.batch_size, config.image_size, seed)
     # Full labeled batches, as many as there are unlabeled batches (the train split is much smaller).
     labeled = (data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
-                                    config.image_size, seed, shuffle=True)
+                                    config.image_size, seed, shuffle=True, keep_paths=keep_paths)
                .unbatch().repeat().batch(config.finetune_batch_size, drop_remainder=True))
     eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size, seed,
                                         shuffle=False)

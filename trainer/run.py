@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distill, distribute, monitors
+from trainer import checkpoints, data, distill, distribute, monitors, precision
 from trainer.augment import build_finetune_augmenter
 from trainer.encoder_artifact import describe, load_encoder, save_encoder, weights_digest
 from trainer.encoders import build_encoder, encoder_outputs_sequence
@@ -131,7 +131,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         started = time.monotonic()
         classifier, distill_history = distill.distill_classifier(
             config, strategy, classifier, encoder_weights_before_finetuning, examples_uri, sizes, log_dir,
-            checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"))
+            checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"), keep_paths=keep_paths)
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
     return classifier, {"history": history, "timings": timings, "encoder": encoder_record,
@@ -164,6 +164,22 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
         raise ValueError(f"custom_config 'role' must be one of {ROLES}, got {role!r}")
     config = training_config_from_custom_config(custom_config)
     strategy = distribute.build_strategy(config.strategy, config.tpu_address)
+    # Before any model is built: layers take the global policy when they are created.
+    policy, reason = precision.precision_for_this_machine(config.precision, strategy)
+    print(f"[selfsup] precision: {policy} ({reason})", flush=True)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        return _train_and_export(role, config, strategy, {"policy": policy, "setting": config.precision,
+                                                          "reason": reason},
+                                 train_files, serving_model_dir, log_dir, backup_dir, base_model)
+    finally:  # so that one process's Trainers (and tests) do not leak the policy into each other
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy,
+                      precision_record: Dict[str, str], train_files, serving_model_dir: str, log_dir: str,
+                      backup_dir: str, base_model: Optional[str]) -> Dict[str, list]:
     keras.utils.set_random_seed(config.seed)
     examples_uri = data.examples_root(train_files)
     class_names = data.read_class_names(examples_uri)
@@ -176,7 +192,7 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
             encoder, history, timings = pretrain_encoder(config, strategy, examples_uri, sizes, class_names,
                                                          folders["log_dir"], backup)
             record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
-                      "timings": timings}
+                      "timings": timings, "precision": precision_record}
             save_encoder(encoder, describe(config, examples_uri, sizes["unlabeled"] + sizes["train"],
                                            config.init_encoder),
                          record, folders["artifact_dir"], folders["serving_model_dir"],
@@ -188,7 +204,8 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
             export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
             tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet
             with tf.io.gfile.GFile(os.path.join(folders["artifact_dir"], HISTORY_FILE), "w") as handle:
-                json.dump(dict(record, role=role, method=config.method, class_names=class_names), handle, indent=1)
+                json.dump(dict(record, role=role, method=config.method, class_names=class_names,
+                               precision=precision_record), handle, indent=1)
         if distribute.is_chief():
             print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
     # Every worker has restored its backups before the chief removes them.
