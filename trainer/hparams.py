@@ -20,6 +20,8 @@ def min_image_size(encoder: str) -> int:
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+# Keras dtype policies of `training.precision`; `auto` is resolved per machine by trainer/precision.py.
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Augmentation presets (SimCLR-style "strong" for pretraining, "weak" for fine-tuning).
 # `training.pretrain_augment` / `training.finetune_augment` override single keys.
@@ -136,11 +138,13 @@ class TrainingConfig:
     seed: int = 42
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
     tpu_address: Optional[str] = None
+    # float32 until the accuracy of mixed precision is measured on cifar10-ssl; then `auto`.
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "float32"
 
     def __post_init__(self) -> None:
         prefix = "training."
         for key, choices in (("method", METHODS), ("encoder", ENCODERS), ("optimizer", OPTIMIZERS),
-                             ("strategy", STRATEGIES)):
+                             ("strategy", STRATEGIES), ("precision", PRECISIONS)):
             value = getattr(self, key)
             require(value in choices, prefix + key, f"must be one of {choices}, got {value!r}")
         for key in (
@@ -216,11 +220,11 @@ class TrainingConfig:
         return {key: value for key, value in self.to_dict().items() if key not in FINETUNING_ONLY_FIELDS}
 
 
-# The settings the supervised baseline reads: its encoder, its data, its schedule, the distribution.
+# The settings the supervised baseline reads: its encoder, its data, its schedule, the distribution, the precision.
 BASELINE_FIELDS = (
     "encoder", "encoder_width", "encoder_weights", "image_size", "finetune_augment", "finetune_batch_size",
     "labels_per_class", "linear_epochs", "finetune_epochs", "baseline_learning_rate", "optimizer", "weight_decay",
-    "seed", "strategy", "tpu_address",
+    "seed", "strategy", "tpu_address", "precision",
 )
 
 # Settings that only the classifier Trainers read (fine-tuning, the baseline, distillation, the label

@@ -142,6 +142,10 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
                      backup_dir: str, base_model: Optional[str] = None) -> Dict[str, list]:
     """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too).
 
+    It trains under the Keras dtype policy `training.precision` chooses (trainer/precision.py), says which
+    and why, records it in history.json (`precision`: `policy`, `setting`, `reason`) and puts the previous
+    global policy back when it returns or fails.
+
     Args:
       custom_config: the `training:` section as a dict, plus `role` ("pretrainer", "candidate" or "baseline").
       train_files: the train split's file patterns (`<examples URI>/Split-train/*`).
