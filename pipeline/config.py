@@ -3,7 +3,8 @@
 A config file is YAML with the sections below; every key is optional. Unknown
 keys, wrong types, impossible values and keys given twice raise `ConfigError`
 naming the key before any pipeline work starts, all problems of a file in one
-error, one per line. CLI flags override the file.
+error, one per line. CLI flags and `--set KEY=VALUE` settings override the file
+and are checked with it.
 
     data:        where the images come from and how they are read
     training:    both Trainers' hyperparameters (see trainer/hparams.py)
@@ -16,7 +17,7 @@ import dataclasses
 import logging
 import os
 import typing
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
@@ -244,6 +245,17 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _number_written_as_string_hint(value: Any) -> str:
+    """Why a number was read as a string: YAML 1.1 (PyYAML) reads 1e-3 as a string, 1.0e-3 as a float."""
+    if not isinstance(value, str) or "e" not in value.lower():
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (YAML reads a number without a decimal point before its exponent as a string: write 1.0e-3 or 0.001)"
+
+
 def _type_name(expected: Any) -> str:
     return getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
 
@@ -274,7 +286,8 @@ def _check_value(value: Any, expected: Any, key: str) -> Any:
         return value
     if expected is float:
         require(
-            isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}"
+            isinstance(value, (int, float)) and not isinstance(value, bool), key,
+            f"must be a number, got {value!r}" + _number_written_as_string_hint(value),
         )
         return float(value)
     if expected is str:
@@ -411,20 +424,75 @@ def _read_yaml(path: str) -> Tuple[Any, List[str]]:
             loader.dispose()
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None) -> Config:
-    """Reads a YAML config file (or the defaults), applies dotted-key overrides, validates.
+def _set_dotted(values: dict, dotted_key: str, value: Any, errors: List[str]) -> None:
+    """Sets `value` at `dotted_key` (SECTION.KEY or deeper, e.g. training.pretrain_augment.hue) in the parsed
+    file `values`, creating the mappings on the way; a non-mapping on the way is a problem in `errors`
+    (a section that is not a mapping is left for _validate to report)."""
+    *parents, leaf = dotted_key.split(".")
+    mapping = values
+    for depth, name in enumerate(parents):
+        if mapping.get(name) is None:
+            mapping[name] = {}
+        if not isinstance(mapping[name], dict):
+            if depth:
+                errors.append(f"config key '{'.'.join(parents[:depth + 1])}': is {mapping[name]!r}, not a mapping, "
+                              f"so '{dotted_key}' cannot be set")
+            return
+        mapping = mapping[name]
+    mapping[leaf] = value
+
+
+def parse_setting(setting: str) -> Tuple[str, Any]:
+    """The dotted key and the value of one `KEY=VALUE` setting (the CLI's --set), VALUE read as YAML like the
+    config file (`true`, `3`, `[a, b]`, `{flip_probability: 0}`; nothing after `=` is null).
+
+    Raises:
+      ConfigError: no `=`, a KEY that is not SECTION.KEY[.SUBKEY...], or a VALUE that is not YAML.
+    """
+    key, equals, text = setting.partition("=")
+    key = key.strip()
+    if not equals:
+        raise ConfigError(f"--set {setting!r}: expected KEY=VALUE, e.g. training.pretrain_epochs=5")
+    require(len(key.split(".")) >= 2 and all(key.split(".")), key or "<empty>",
+            f"--set needs a dotted SECTION.KEY before '=' (e.g. training.pretrain_epochs=5), got {setting!r}")
+    loader = _UniqueKeyLoader(text, f"--set {key}")
+    try:
+        value = loader.get_single_data()
+    except yaml.YAMLError as error:
+        reason = getattr(error, "problem", None) or error
+        raise ConfigError(f"config key '{key}': --set value {text!r} is not valid YAML: {reason}") from error
+    finally:
+        loader.dispose()
+    if loader.duplicates:
+        raise ConfigError("; ".join(loader.duplicates))
+    return key, value
+
+
+def _overlapping(key: str, other: str) -> bool:
+    """Whether setting one key also sets (part of) the other: the same key, or one inside the other."""
+    return key == other or key.startswith(other + ".") or other.startswith(key + ".")
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] = None,
+                settings: Sequence[str] = ()) -> Config:
+    """Reads a YAML config file (or the defaults), applies dotted-key overrides and settings, validates.
 
     Args:
       path: a YAML file, or None for the defaults. An empty file (or only comments) logs a warning
         and gives the defaults.
       overrides: e.g. {"data.path": "/images", "training.method": "simsiam"} from CLI flags.
+      settings: `KEY=VALUE` strings (the CLI's repeatable --set, see parse_setting), applied after
+        `overrides`; KEY may reach into a mapping (training.pretrain_augment.hue=0.2), a mapping VALUE
+        replaces the file's mapping. A key set twice on the command line (by two settings, or by a setting
+        and an override, or one inside the other) is a problem.
 
     Returns:
       A validated Config.
 
     Raises:
       ConfigError: naming the bad key, one line per problem when there are several (keys given
-        twice, unknown keys, wrong types, impossible values); FileNotFoundError if `path` does not exist.
+        twice, unknown keys, wrong types, impossible values, malformed settings), the file's and the
+        settings' together; FileNotFoundError if `path` does not exist.
     """
     values: Any = {}
     errors: List[str] = []
@@ -437,11 +505,20 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
             values = {}
         require(isinstance(values, dict), path, "the config file must be a YAML mapping of sections")
     for dotted_key, value in (overrides or {}).items():
-        section, _, key = dotted_key.partition(".")
-        if values.get(section) is None:
-            values[section] = {}
-        if isinstance(values[section], dict):  # otherwise _validate reports the section
-            values[section][key] = value
+        _set_dotted(values, dotted_key, value, errors)
+    given = {key: "by an option such as --data or --method" for key in overrides or {}}
+    for setting in settings:
+        try:
+            key, value = parse_setting(setting)
+            earlier = next((other for other in given if _overlapping(key, other)), None)
+            require(earlier is None, key,
+                    f"is given twice on the command line: {given.get(earlier)}, then --set {setting}")
+        except ConfigError as error:
+            errors.append(str(error))
+            continue
+        given[key] = f"--set {setting}"
+        _set_dotted(values, key, value, errors)
     config = _validate(values, errors)
-    _raise_if_any(errors, path)
+    source = path if not settings else f"{path} and --set" if path else "--set"
+    _raise_if_any(errors, source)
     return config

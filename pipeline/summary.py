@@ -133,6 +133,7 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "method": config.training.method,
         "rule": {"min_accuracy": config.evaluation.min_accuracy, "margin": config.evaluation.margin,
                  "compare_to_pushed": config.evaluation.compare_to_pushed},
+        "config": config.to_dict(),  # the effective config of this run, every default filled in (= OUT/config.yaml)
         "candidate": {"accuracy": None},
         "baseline": {"accuracy": None},
         "blessed": False,

@@ -179,8 +179,8 @@ def test_a_candidate_that_does_not_beat_the_model_in_production_is_not_pushed(ru
 
 def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
     assert tree_checksums(runs["data"]) == runs["data_before"]
-    assert sorted(os.listdir(runs["output"])) == [".selfsup.lock", "metadata.sqlite", "report.html", "serving",
-                                                  "summary.json", "tfx"]
+    assert sorted(os.listdir(runs["output"])) == [".selfsup.lock", "config.yaml", "metadata.sqlite", "report.html",
+                                                  "serving", "summary.json", "tfx"]
 
 
 def test_report_is_published_and_carries_the_same_decision(runs):
