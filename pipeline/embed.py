@@ -19,8 +19,6 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from components.image_example_gen.image_check import has_image_extension, image_problem
-
 OUTPUT_FORMATS = (".parquet", ".npz")
 _MAX_PIXELS = 40_000_000
 
@@ -49,6 +47,8 @@ def encoder_folder(model: str) -> str:
 
 def list_images(folder: str) -> Tuple[List[str], List[str]]:
     """(image paths relative to `folder`, ignored files), sorted; links are not followed."""
+    from components.image_example_gen.image_check import has_image_extension
+
     if not os.path.isdir(folder):
         raise ValueError(f"--data {folder} is not a folder")
     images, ignored = [], []
@@ -83,6 +83,7 @@ def embed_folder(model: str, data: str, output: str, batch_size: int = 256) -> D
     images, ignored = list_images(data)
     import tensorflow as tf
 
+    from components.image_example_gen.image_check import image_problem
     from trainer.encoder_artifact import EMBEDDINGS_OUTPUT, EMBEDDINGS_SIGNATURE
 
     embed = tf.saved_model.load(os.path.join(encoder_dir, "Format-Serving")).signatures[EMBEDDINGS_SIGNATURE]
