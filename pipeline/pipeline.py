@@ -196,6 +196,7 @@ def create_pipeline(
         production_model=production_model,
         comparison=comparison.outputs["comparison"],
         pretrained_model=pretrainer.outputs["model"],
+        examples=example_gen.outputs["examples"],
     )
     components += [pusher, report]
     return tfx.dsl.Pipeline(

@@ -92,10 +92,12 @@ def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
     production = production_summary(results)
     comparison = single_output(results, "PairedComparison", "comparison")
     pretrained = single_output(results, "Pretrainer", "model")
+    examples = single_output(results, "ImageExampleGen", "examples")
     return ReportInputs(
         **uris,
         comparison_uri=comparison.uri if comparison is not None else None,
         pretrained_model_uri=pretrained.uri if pretrained is not None else None,
+        examples_uri=examples.uri if examples is not None else None,
         pushed_to=pushed_destination(results),
         production_evaluation_uri=production_evaluation.uri if production_evaluation is not None else None,
         production_model=production["production_model"] if production else None,

@@ -24,6 +24,7 @@ class EvaluationReportGenSpec(ComponentSpec):
         "production_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
         "comparison": ChannelParameter(type=ModelComparison, optional=True),
         "pretrained_model": ChannelParameter(type=standard_artifacts.Model, optional=True),
+        "examples": ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {"report": ChannelParameter(type=EvaluationReport)}
 
@@ -38,7 +39,9 @@ class EvaluationReportGen(base_component.BaseComponent):
     BlessingGate's, and `production_evaluation` / `production_model` (ProductionEvaluator's and
     ProductionModel's outputs) add the comparison with the model in production. `comparison`
     (PairedComparison's output) adds the uncertainty of the difference: its paired bootstrap interval and
-    the exact McNemar p-value.
+    the exact McNemar p-value. `pretrained_model` (the Pretrainer's output) adds the pretraining curves.
+    `examples` (ImageExampleGen's output) adds the train images per class and a grid of each model's
+    misclassified images among the first eval examples (both models predict them).
     """
 
     SPEC_CLASS = EvaluationReportGenSpec
@@ -56,6 +59,7 @@ class EvaluationReportGen(base_component.BaseComponent):
         production_model: Optional[types.BaseChannel] = None,
         comparison: Optional[types.BaseChannel] = None,
         pretrained_model: Optional[types.BaseChannel] = None,
+        examples: Optional[types.BaseChannel] = None,
     ):
         super().__init__(EvaluationReportGenSpec(
             evaluation=evaluation,
@@ -68,5 +72,6 @@ class EvaluationReportGen(base_component.BaseComponent):
             production_model=production_model,
             comparison=comparison,
             pretrained_model=pretrained_model,
+            examples=examples,
             report=types.Channel(type=EvaluationReport),
         ))

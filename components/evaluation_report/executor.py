@@ -37,6 +37,7 @@ class Executor(base_executor.BaseExecutor):
             production_model=pushed_production_model(input_dict.get("production_model", [])),
             comparison_uri=_optional_uri(input_dict.get("comparison", [])),
             pretrained_model_uri=_optional_uri(input_dict.get("pretrained_model", [])),
+            examples_uri=_optional_uri(input_dict.get("examples", [])),
         )
         report = artifact_utils.get_single_instance(output_dict["report"])
         data = collect_report_data(inputs)

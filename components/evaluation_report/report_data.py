@@ -1,18 +1,22 @@
 """Collects everything the report shows, as one JSON-ready dict (written as report_data.json).
 
 Inputs are folders, so this runs the same inside the component and on an existing run:
-the Evaluator's TFMA output and blessing, both Trainers' model folders (history.json),
-ImageExampleGen's ingest report and PairedComparison's comparison.json.
+the Evaluator's TFMA output and blessing, the Trainers' model folders (history.json),
+ImageExampleGen's ingest report and, when given, its examples (both models then predict eval images
+for the misclassified grid), and PairedComparison's comparison.json.
 """
 
 import dataclasses
+import importlib.metadata
 import json
 import os
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
 from tfx.components.evaluator import constants as evaluator_constants
+from tfx.utils import path_utils
 
+from components.evaluation_report import eval_images
 from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.tfma_output import (
     CHANGE,
@@ -28,7 +32,14 @@ from components.paired_comparison.comparison import significance_summary
 
 # Written by each Trainer (trainer/run.py) beside Format-Serving, in the Model artifact folder.
 HISTORY_FILE = "history.json"
+# The key of a Trainer's settings in its history.json, when it records them.
+TRAINER_SETTINGS_KEY = "config"
 PER_CLASS_METRICS = ("precision", "recall")
+# The distributions whose versions the report shows, as importlib.metadata names them.
+VERSIONED_PACKAGES = ("selfsup", "tfx", "tensorflow", "keras", "tensorflow-model-analysis")
+# The ingest report's fields the report shows; those added later are None in an older run's report.
+INGEST_FIELDS = ("source", "location", "splits", "skipped", "input", "eval_per_class", "eval_duplicates",
+                 "ignored_non_image_files", "links_not_followed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +60,8 @@ class ReportInputs:
       comparison_uri: PairedComparison's ModelComparison folder (holds comparison.json); None without it.
       pretrained_model_uri: the Pretrainer's Model folder (its history.json has the pretraining curves,
         shown with the candidate's); None without it.
+      examples_uri: ImageExampleGen's Examples folder (train labels per class, misclassified eval images);
+        None without it.
     """
 
     evaluation_uri: str
@@ -61,10 +74,12 @@ class ReportInputs:
     production_model: Optional[str] = None
     comparison_uri: Optional[str] = None
     pretrained_model_uri: Optional[str] = None
+    examples_uri: Optional[str] = None
 
 
 def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
-    """The decision, both models' metrics, the training histories and the data counts.
+    """The decision, both models' metrics, the training histories and settings, the data counts, the
+    misclassified eval images (with `examples_uri`) and the versions of the software that collects them.
 
     Raises:
       ValueError: an input file is missing, or the evaluation is not one the report can explain
@@ -77,10 +92,12 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
         "candidate": _read_json(os.path.join(inputs.candidate_model_uri, HISTORY_FILE)),
         "baseline": _read_json(os.path.join(inputs.baseline_model_uri, HISTORY_FILE)),
     }
+    pretraining = None
     if inputs.pretrained_model_uri:  # the candidate's pretraining happened in the Pretrainer step
         pretraining = _read_json(os.path.join(inputs.pretrained_model_uri, HISTORY_FILE))
         histories["candidate"] = dict(histories["candidate"],
                                       history=dict(pretraining["history"], **histories["candidate"]["history"]))
+    records = {"pretrainer": pretraining, **histories}
     class_names = ingest["class_names"]
     blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
     return {
@@ -98,8 +115,40 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
             "baseline": _model_data(evaluation.baseline, evaluation.models[evaluation.baseline], class_names),
         },
         "histories": {role: history["history"] for role, history in histories.items()},
-        "data": {key: ingest[key] for key in ("source", "location", "splits", "skipped")},
+        "settings": {role: (record or {}).get(TRAINER_SETTINGS_KEY) for role, record in records.items()},
+        "labeled_train_images": histories["candidate"].get("labeled_train_images"),
+        "data": {key: ingest.get(key) for key in INGEST_FIELDS},
+        "examples": _examples_data(inputs, class_names),
+        "versions": package_versions(),
         "sources": dataclasses.asdict(inputs),
+    }
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    """The installed version of each of VERSIONED_PACKAGES (None when it is not installed)."""
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _examples_data(inputs: ReportInputs, class_names: List[str]) -> Optional[Dict[str, Any]]:
+    """Train images per class and both models' misclassified eval images; None without the examples."""
+    if inputs.examples_uri is None:
+        return None
+    train_files = eval_images.split_files(inputs.examples_uri, "train")
+    eval_files = eval_images.split_files(inputs.examples_uri, "eval")
+    if not eval_files:
+        raise ValueError(f"the examples at {inputs.examples_uri} have no eval split files")
+    model_dirs = {role: path_utils.serving_model_path(uri)
+                  for role, uri in (("candidate", inputs.candidate_model_uri), ("baseline", inputs.baseline_model_uri))}
+    return {
+        "train_per_class": eval_images.images_per_class(train_files, class_names) if train_files else None,
+        "misclassified": dict(eval_images.misclassified_images(eval_files, model_dirs, class_names),
+                              limit=eval_images.EXAMINED_EXAMPLES, shown=eval_images.SHOWN_PER_MODEL),
     }
 
 
