@@ -10,13 +10,14 @@ setup(
     python_requires=">=3.10,<3.11",
     packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
                                     "trainer", "trainer.*", "kubeflow", "kubeflow.*"]),
-    package_data={"pipeline": ["configs/*.yaml"]},
+    package_data={"pipeline": ["configs/*.yaml"], "components.evaluation_report": ["templates/*.j2"]},
     install_requires=[
         "tfx[kfp]==1.16.0",
         "tensorflow-datasets>=4.9,<5",
         "dill",  # tfx-bsl 1.16 imports dill; apache-beam 2.74 no longer pulls it in
         "pyyaml",
         "pillow",
+        "jinja2>=3.1,<4",  # the report's templates (components/evaluation_report/templates/)
         "scikit-learn",  # ships the handwritten-digits images of the built-in demo dataset
     ],
     extras_require={"dev": ["pytest", "ruff"]},

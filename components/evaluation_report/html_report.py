@@ -1,21 +1,37 @@
-"""Renders the report data (report_data.py) as one self-contained HTML page.
+"""Renders the report data (report_data.py) as one self-contained HTML page, from Jinja2 templates.
 
-Charts are SVG documents embedded as data: URIs; the style sheet is inline; there is no script
-and no network resource, so the file reads the same when copied anywhere or opened offline.
+The page is templates/report.html.j2 (autoescaped: every value from the data is escaped). Charts are
+SVG documents embedded as data: URIs and example images base64 PNGs; the style sheet is inline; there
+is no script and no network resource, so the file reads the same when copied anywhere or opened offline.
+This module turns the data into what the template shows (rows, charts, notes); the template only lays
+them out.
 """
 
 import base64
-import html
-from typing import Any, Dict, List, Optional, Sequence
+import functools
+import json
+import re
+from typing import Any, Dict, List, Optional
 
+import jinja2
+
+from components.evaluation_report.curves import (
+    KNN_KEY,
+    PRETRAIN_PHASE,
+    PROBE_KEY,
+    knn_check_epochs,
+    phase_curve,
+    phase_epochs,
+    training_phases,
+)
 from components.evaluation_report.decision import p_value_text
-from components.evaluation_report.svg_chart import Series, line_chart
+from components.evaluation_report.svg_chart import Band, Series, line_chart
 from components.paired_comparison.statistics import significantly_better
 
+TEMPLATE = "report.html.j2"
 ROLES = ("candidate", "baseline")
 ROLE_COLORS = {"candidate": "#1f77b4", "baseline": "#d95f02"}
-# Fine-tuning phases in each Trainer's history (trainer/finetune.py), in the order they ran.
-FINETUNE_PHASES = {"candidate": ("linear", "finetune"), "baseline": ("supervised",)}
+PROBE_COLOR = "#7570b3"
 # history key -> (name, what it shows) of the method's collapse signal (trainer/methods.py).
 COLLAPSE_SIGNALS = {
     "pretrain/output_std": ("output std", "SimSiam/BYOL: the spread of the normalized outputs; near 0 means "
@@ -23,317 +39,319 @@ COLLAPSE_SIGNALS = {
     "pretrain/contrastive_accuracy": ("contrastive accuracy", "SimCLR: how often an image's other view is its "
                                       "most similar one in the batch; stuck near chance means no learning"),
 }
+# The fine-tuning charts' metric in each phase: the distillation phase's cross-entropy on the labeled batch
+# is `labeled_loss` (its `loss` adds the soft-target term); every phase's eval metrics are `val_*`.
+FINETUNE_CURVES = {
+    "accuracy": {"train": "accuracy", "validation": "val_accuracy"},
+    "loss": {"train": "loss", "validation": "val_loss"},
+}
+DISTILL_TRAIN_METRIC = {"loss": "labeled_loss"}
+DISTILL_LOSSES = (("loss", "total"), ("distillation_loss", "soft targets (teacher)"),
+                  ("labeled_loss", "labels (cross-entropy)"))
 METRIC_LABELS = {"sparse_categorical_accuracy": "accuracy", "example_count": "examples"}
 COUNT_METRICS = {"example_count"}
+TOP_K_METRIC = re.compile(r"^top_(\d+)_accuracy$")
 SKIPPED_SHOWN = 100
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; color: #222;
-       background: #f6f6f6; }
-main { max-width: 1120px; margin: 0 auto; padding: 24px; }
-section { background: white; border: 1px solid #ddd; border-radius: 6px; padding: 16px 20px; margin: 16px 0; }
-h1 { font-size: 22px; margin: 0 0 8px; }
-h2 { font-size: 18px; margin: 0 0 12px; }
-table { border-collapse: collapse; margin: 8px 0; }
-th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; }
-th { background: #fafafa; }
-th:first-child, td.name { text-align: left; }
-.verdict { font-size: 26px; font-weight: bold; margin: 4px 0 8px; }
-.blessed { border-left: 8px solid #1a9850; }
-.blessed .verdict { color: #1a9850; }
-.not-blessed { border-left: 8px solid #d73027; }
-.not-blessed .verdict { color: #d73027; }
-.passed { color: #1a9850; font-weight: bold; }
-.failed { color: #d73027; font-weight: bold; }
-.note { color: #666; font-size: 13px; }
-.side-by-side { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
-.matrix td { min-width: 36px; text-align: center; }
-.matrix td.dark { color: white; }
-img { max-width: 100%; }
-"""
+LISTED_SHOWN = 20  # eval copies, ignored files and links listed by name
 
 
 def render_html(data: Dict[str, Any]) -> str:
     """The whole report page for a report data dict."""
-    blessed = data["decision"]["blessed"]
-    sections = [
-        _decision_section(data),
-        _overall_metrics_section(data),
-        _per_class_section(data),
-        _confusion_matrices_section(data),
-        _pretraining_section(data["histories"]["candidate"]),
-        _finetuning_section(data["histories"]),
-        _data_section(data["data"]),
-        _sources_section(data["sources"]),
-    ]
-    title = f"selfsup report: {'BLESSED' if blessed else 'NOT BLESSED'}"
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{_escape(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n<main>\n"
-        + "\n".join(sections)
-        + "\n</main>\n</body>\n</html>\n"
+    histories = data["histories"]
+    settings = data.get("settings") or {}
+    context = {
+        "data": data,
+        "decision": data["decision"],
+        "key_numbers": _key_numbers(data["decision"]),
+        "overall": _overall_metrics(data),
+        "per_class": _per_class_rows(data),
+        "confusion": _confusion_tables(data),
+        "misclassified": _misclassified(data),
+        "pretraining": _pretraining(histories["candidate"], settings),
+        "finetuning": _finetuning(histories),
+        "data_view": _data_view(data),
+        "settings": _settings_rows(settings),
+        "versions": data.get("versions") or {},
+        "sources": [(name, path) for name, path in data["sources"].items() if path],
+    }
+    return template_environment().get_template(TEMPLATE).render(context)
+
+
+@functools.lru_cache(maxsize=1)
+def template_environment() -> jinja2.Environment:
+    """The Jinja2 environment of the report's templates (package data of this package), autoescaping."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("components.evaluation_report", "templates"),
+        autoescape=True,  # the template ends in .j2, which select_autoescape would not recognise
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-
-
-def _escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    environment.filters.update(number=_number, signed=_signed, pyrepr=repr, metric_label=_metric_label,
+                               size=_size, p_value=p_value_text)
+    return environment
 
 
 def _number(value: Optional[float], digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _metric_value(name: str, value: Optional[float]) -> str:
-    return f"{value:g}" if name in COUNT_METRICS and value is not None else _number(value)
+def _signed(value: float) -> str:
+    return f"{value:+.4f}"
 
 
 def _metric_label(name: str) -> str:
     return METRIC_LABELS.get(name, name.replace("_", " "))
 
 
-def _table(header: Sequence[str], rows: List[str], table_class: str = "") -> str:
-    """A table from escaped header texts and already rendered <td> rows."""
-    head = "".join(f"<th>{_escape(text)}</th>" for text in header)
-    class_attribute = f' class="{table_class}"' if table_class else ""
-    body = "\n".join(f"<tr>{row}</tr>" for row in rows)
-    return f"<table{class_attribute}>\n<tr>{head}</tr>\n{body}\n</table>"
+def _metric_value(name: str, value: Optional[float]) -> str:
+    return f"{value:g}" if name in COUNT_METRICS and value is not None else _number(value)
 
 
-def _decision_section(data: Dict[str, Any]) -> str:
-    decision = data["decision"]
-    verdict = "BLESSED" if decision["blessed"] else "NOT BLESSED"
+def _size(byte_count: Optional[int]) -> str:
+    if byte_count is None:
+        return "n/a"
+    for unit, factor in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if byte_count >= factor:
+            return f"{byte_count / factor:.1f} {unit} ({byte_count:,} bytes)"
+    return f"{byte_count} bytes"
+
+
+def _key_numbers(decision: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The rows of the decision's table: {name, id, value (shown), and data attributes / class}."""
     metric = _metric_label(decision["metric"])
-    key_numbers = [
-        f'<td class="name">candidate {metric} ({_escape(decision["method"])})</td>'
-        f'<td id="candidate-accuracy" data-value="{decision["candidate"]!r}">{_number(decision["candidate"])}</td>',
-        f'<td class="name">supervised baseline {metric}</td>'
-        f'<td id="baseline-accuracy" data-value="{decision["baseline"]!r}">{_number(decision["baseline"])}</td>',
-        f'<td class="name">difference (candidate - baseline, TFMA)</td>'
-        f'<td id="accuracy-difference" data-value="{decision["difference"]!r}">{decision["difference"]:+.4f}</td>',
-    ] + _significance_rows(decision.get("significance")) + _production_rows(decision.get("production"), metric)
-    thresholds = [
-        f'<td class="name">{_escape(_metric_label(row["metric"]))}</td>'
-        f'<td class="name">{"candidate - baseline" if row["kind"] == "change" else "candidate"}</td>'
-        f'<td>{_escape(row["required"])}</td>'
-        f'<td class="{"passed" if row["passed"] else "failed"}">{"passed" if row["passed"] else "failed"}</td>'
-        for row in data["thresholds"]
-    ]
-    failures = "".join(f"<li>{_escape(failure)}</li>" for failure in data["failures"])
-    pushed = (f'<p>Pushed to <code>{_escape(decision["pushed_to"])}</code>.</p>' if decision["pushed_to"]
-              else "<p>Nothing was pushed.</p>")
-    return (
-        f'<section id="decision-section" class="{"blessed" if decision["blessed"] else "not-blessed"}">\n'
-        f'<h1>selfsup evaluation report</h1>\n<p class="verdict" id="verdict">{verdict}</p>\n'
-        f'<p id="decision">{_escape(decision["text"])}</p>\n{pushed}\n'
-        + _table(["", "value"], key_numbers)
-        + _significance_note(decision.get("significance"))
-        + "\n<h2>Thresholds checked by TFMA</h2>\n"
-        + _table(["metric", "on", "required", "result"], thresholds)
-        + (f"\n<p>TFMA's validation failures:</p><ul>{failures}</ul>" if failures else "")
-        + "\n</section>"
-    )
-
-
-def _significance_rows(significance: Optional[Dict[str, Any]]) -> List[str]:
-    """The uncertainty of the difference (PairedComparison) as rows of the key numbers; none without it."""
-    if significance is None:
-        return []
-    verdict = "significant" if significance["significant"] else "not significant"
-    result = ""
-    if significance["required"]:  # evaluation.require_significant: part of the blessing rule
-        result = f' class="{"passed" if significantly_better(significance) else "failed"}"'
-    return [
-        f'<td class="name">{significance["confidence"]:.0%} interval of the difference (paired bootstrap)</td>'
-        f'<td id="difference-interval" data-low="{significance["ci_low"]!r}" data-high="{significance["ci_high"]!r}">'
-        f'[{significance["ci_low"]:+.4f}, {significance["ci_high"]:+.4f}]</td>',
-        f'<td class="name">McNemar exact p-value ({significance["eval_images"]} eval images; significant below '
-        f'{significance["significance_level"]:g}{", required" if significance["required"] else ""})</td>'
-        f'<td id="p-value"{result} data-value="{significance["p_value"]!r}">'
-        f'{_escape(p_value_text(significance["p_value"]))} ({verdict})</td>',
-    ]
-
-
-def _significance_note(significance: Optional[Dict[str, Any]]) -> str:
-    if significance is None:
-        return ""
-    return (
-        '\n<p class="note">How sure the difference is: the interval resamples the eval images with replacement, '
-        "each keeping both models' answers; McNemar's exact test asks whether the images only one of the two "
-        "models got right split evenly between them (two-sided binomial test). Both come from the same eval "
-        "images as the accuracies above.</p>"
-    )
-
-
-def _production_rows(production: Optional[Dict[str, Any]], metric: str) -> List[str]:
-    """The comparison with the model in production (evaluation.compare_to_pushed), as rows of the key numbers."""
-    if production is None:
-        return []
-    result = "passed" if production["passed"] else "failed"
-    if production["production_model"] is None:
-        return [f'<td class="name">model in production</td><td id="production-model">none yet ({result})</td>']
-    return [
-        f'<td class="name">{metric} of the model in production '
-        f'(<code>{_escape(production["production_model"])}</code>)</td>'
-        f'<td id="production-accuracy" data-value="{production["production"]!r}">'
-        f'{_number(production["production"])}</td>',
-        f'<td class="name">difference (candidate - production, TFMA; must be above 0)</td>'
-        f'<td id="production-difference" class="{result}" data-value="{production["difference"]!r}">'
-        f'{production["difference"]:+.4f} ({result})</td>',
-    ]
-
-
-def _overall_metrics_section(data: Dict[str, Any]) -> str:
-    models = data["models"]
-    names = sorted(set(models["candidate"]["metrics"]) | set(models["baseline"]["metrics"]))
     rows = [
-        f'<td class="name">{_escape(_metric_label(name))}</td>'
-        + "".join(f"<td>{_metric_value(name, models[role]['metrics'].get(name))}</td>" for role in ROLES)
-        for name in names
+        {"name": f"candidate {metric} ({decision['method']})", "id": "candidate-accuracy",
+         "data": {"value": repr(decision["candidate"])}, "value": _number(decision["candidate"])},
+        {"name": f"supervised baseline {metric}", "id": "baseline-accuracy",
+         "data": {"value": repr(decision["baseline"])}, "value": _number(decision["baseline"])},
+        {"name": "difference (candidate - baseline, TFMA)", "id": "accuracy-difference",
+         "data": {"value": repr(decision["difference"])}, "value": _signed(decision["difference"])},
     ]
-    rows.append(
-        '<td class="name">expected calibration error (top-1 confidence)</td>'
-        + "".join(f"<td>{_number(models[role]['expected_calibration_error'])}</td>" for role in ROLES)
-    )
-    return (
-        '<section id="overall-metrics">\n<h2>Overall metrics on the eval split</h2>\n'
-        + _table(["metric", "candidate", "baseline"], rows)
-        + '\n<p class="note">Values as TFMA computed them; the calibration error is read off TFMA\'s calibration '
-        "plot of each example's highest probability.</p>\n</section>"
-    )
+    significance = decision.get("significance")
+    if significance is not None:
+        verdict = "significant" if significance["significant"] else "not significant"
+        required = ", required" if significance["required"] else ""
+        result = None
+        if significance["required"]:  # evaluation.require_significant: part of the blessing rule
+            result = "passed" if significantly_better(significance) else "failed"
+        rows += [
+            {"name": f"{significance['confidence']:.0%} interval of the difference (paired bootstrap)",
+             "id": "difference-interval",
+             "data": {"low": repr(significance["ci_low"]), "high": repr(significance["ci_high"])},
+             "value": f"[{significance['ci_low']:+.4f}, {significance['ci_high']:+.4f}]"},
+            {"name": f"McNemar exact p-value ({significance['eval_images']} eval images; significant below "
+                     f"{significance['significance_level']:g}{required})",
+             "id": "p-value", "class": result, "data": {"value": repr(significance["p_value"])},
+             "value": f"{p_value_text(significance['p_value'])} ({verdict})"},
+        ]
+    production = decision.get("production")
+    if production is not None:
+        result = "passed" if production["passed"] else "failed"
+        if production["production_model"] is None:
+            rows.append({"name": "model in production", "id": "production-model", "value": f"none yet ({result})"})
+        else:
+            rows += [
+                {"name": f"{metric} of the model in production", "code": production["production_model"],
+                 "id": "production-accuracy", "data": {"value": repr(production["production"])},
+                 "value": _number(production["production"])},
+                {"name": "difference (candidate - production, TFMA; must be above 0)", "id": "production-difference",
+                 "class": result, "data": {"value": repr(production["difference"])},
+                 "value": f"{_signed(production['difference'])} ({result})"},
+            ]
+    return [dict({"code": None, "class": None, "data": {}}, **row) for row in rows]
 
 
-def _per_class_section(data: Dict[str, Any]) -> str:
+def top_k(metric: str) -> Optional[int]:
+    """k of a `top_<k>_accuracy` metric, else None."""
+    match = TOP_K_METRIC.match(metric)
+    return int(match.group(1)) if match else None
+
+
+def _overall_metrics(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Both models' TFMA metrics; a top-k accuracy with k >= the number of classes is left out (it is 1)."""
+    models = data["models"]
+    classes = len(data["class_names"])
+    names = sorted(set(models["candidate"]["metrics"]) | set(models["baseline"]["metrics"]))
+    left_out = [name for name in names if top_k(name) is not None and top_k(name) >= classes]
+    rows = [
+        {"name": _metric_label(name), "cells": [_metric_value(name, models[role]["metrics"].get(name))
+                                                  for role in ROLES]}
+        for name in names if name not in left_out
+    ]
+    rows.append({"name": "expected calibration error (top-1 confidence)",
+                 "cells": [_number(models[role]["expected_calibration_error"]) for role in ROLES]})
+    return {"rows": rows, "left_out": [_metric_label(name) for name in left_out], "classes": classes}
+
+
+def _per_class_rows(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     models = data["models"]
     if any(models[role]["per_class"] is None for role in ROLES):
-        return _missing_section("per-class", "Per-class precision and recall")
+        return None
     rows = []
     for class_id, class_name in enumerate(data["class_names"]):
         candidate, baseline = (models[role]["per_class"][class_id] for role in ROLES)
-        rows.append(
-            f'<td class="name">{_escape(class_name)}</td><td>{candidate["support"]:g}</td>'
-            + "".join(f"<td>{_number(row[metric])}</td>" for row in (candidate, baseline)
-                      for metric in ("precision", "recall"))
-        )
-    sources = sorted({models[role]["per_class_source"] for role in ROLES})
-    return (
-        '<section id="per-class">\n<h2>Per-class precision and recall</h2>\n'
-        + _table(["class", "eval examples", "candidate precision", "candidate recall", "baseline precision",
-                  "baseline recall"], rows)
-        + f'\n<p class="note">From {_escape(", ".join(sources))}; the predicted class is the most probable one. '
-        "n/a: no example was predicted as (precision) or labelled as (recall) that class.</p>\n</section>"
-    )
+        rows.append({"name": class_name, "support": f"{candidate['support']:g}",
+                     "cells": [_number(row[metric]) for row in (candidate, baseline)
+                                for metric in ("precision", "recall")]})
+    return {"rows": rows, "sources": ", ".join(sorted({models[role]["per_class_source"] for role in ROLES}))}
 
 
-def _confusion_matrices_section(data: Dict[str, Any]) -> str:
+def _confusion_tables(data: Dict[str, Any]) -> Optional[List[Dict[str, Any]]]:
+    """Per role: rows of {name, cells: [{count, share, dark}]}; None when TFMA computed no matrix."""
     if any(data["models"][role]["confusion_matrix"] is None for role in ROLES):
-        return _missing_section("confusion-matrices", "Confusion matrices")
-    tables = "".join(
-        f'<div><h3>{role}</h3>{_confusion_table(data["models"][role]["confusion_matrix"], data["class_names"])}</div>'
-        for role in ROLES
-    )
-    return (
-        '<section id="confusion-matrices">\n<h2>Confusion matrices (TFMA)</h2>\n'
-        f'<div class="side-by-side">{tables}</div>\n'
-        '<p class="note">Rows: actual class; columns: predicted class; shading: share of the row.</p>\n</section>'
-    )
+        return None
+    tables = []
+    for role in ROLES:
+        rows = []
+        for class_name, counts in zip(data["class_names"], data["models"][role]["confusion_matrix"]):
+            total = sum(counts)
+            cells = [{"count": f"{count:g}", "share": f"{count / total if total else 0.0:.2f}",
+                      "dark": total > 0 and count / total > 0.6} for count in counts]
+            rows.append({"name": class_name, "cells": cells})
+        tables.append({"role": role, "rows": rows})
+    return tables
 
 
-def _missing_section(section_id: str, title: str) -> str:
-    return (f'<section id="{section_id}">\n<h2>{title}</h2>\n<p>This evaluation has no confusion matrix: its TFMA '
-            "config predates the report's metrics (pipeline/evaluation.py).</p>\n</section>")
+def _chart(title: str, series: List[Series], x_label: str, y_label: str, bands=()) -> Dict[str, str]:
+    svg = line_chart(title, series, x_label, y_label, bands=bands)
+    return {"title": title, "src": "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")}
 
 
-def _confusion_table(matrix: List[List[float]], class_names: List[str]) -> str:
-    rows = []
-    for class_name, counts in zip(class_names, matrix):
-        total = sum(counts)
-        shares = [count / total if total else 0.0 for count in counts]
-        cells = "".join(
-            f'<td class="{"dark" if share > 0.6 else "light"}" style="background: rgba(31, 119, 180, {share:.2f})">'
-            f"{count:g}</td>"
-            for count, share in zip(counts, shares)
-        )
-        rows.append(f'<td class="name">{_escape(class_name)}</td>{cells}')
-    return _table(["actual \\ predicted", *class_names], rows, "matrix")
+def _monitor_every(settings: Dict[str, Any]) -> Optional[int]:
+    """training.monitor_every_epochs from the Trainer settings that ran the pretraining, when recorded."""
+    for role in ("pretrainer", "candidate"):
+        value = (settings.get(role) or {}).get("monitor_every_epochs")
+        if isinstance(value, int):
+            return value
+    return None
 
 
-def _chart_image(title: str, series: List[Series], x_label: str, y_label: str) -> str:
-    svg = line_chart(title, series, x_label, y_label)
-    encoded = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-    return f'<img alt="{_escape(title)}" src="data:image/svg+xml;base64,{encoded}">'
-
-
-def _pretraining_section(history: Dict[str, List[float]]) -> str:
+def _pretraining(history: Dict[str, List[float]], settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The pretraining charts, every one against the epoch: loss; kNN and online probe accuracy; collapse."""
     color = ROLE_COLORS["candidate"]
-    charts = []
+    epochs = phase_epochs(history, PRETRAIN_PHASE)
+    charts, notes = [], []
     if "pretrain/loss" in history:
-        charts.append(_chart_image("Pretraining loss", [Series("candidate", history["pretrain/loss"], color)],
-                                   "epoch", "loss"))
-    if "pretrain/knn_accuracy" in history:
-        charts.append(_chart_image(
-            "kNN accuracy of the encoder", [Series("candidate", history["pretrain/knn_accuracy"], color)],
-            "kNN check (every training.monitor_every_epochs epochs)", "eval accuracy"))
-    notes = []
+        charts.append(_chart("Pretraining loss", [Series("candidate", history["pretrain/loss"], color)],
+                             "epoch", "loss"))
+    quality = []
+    knn = None
+    if history.get(KNN_KEY):
+        knn = knn_check_epochs(len(history[KNN_KEY]), epochs, _monitor_every(settings))
+        quality.append(Series("kNN accuracy (eval split)", history[KNN_KEY], color, x=knn.epochs))
+    if history.get(PROBE_KEY):
+        quality.append(Series("online linear probe (labeled train images)", history[PROBE_KEY], PROBE_COLOR,
+                              dashed=True))
+    if quality:
+        by_check = knn is not None and knn.epochs is None
+        x_label = "kNN check (its epoch is unknown)" if by_check else "epoch"
+        if by_check and len(quality) > 1:  # the probe is per epoch: it cannot share a check-number axis
+            charts.append(_chart("Online probe accuracy of the encoder", quality[1:], "epoch", "accuracy"))
+            quality = quality[:1]
+        charts.append(_chart("Encoder quality: kNN and online probe accuracy", quality, x_label, "accuracy"))
+        notes.append("kNN accuracy: each eval image labelled by a similarity-weighted vote of its training.knn_k "
+                     "nearest labeled train images in the encoder's feature space; " +
+                     (knn.explanation if knn else "not recorded") + ". Online probe: a linear classifier trained "
+                     "alongside pretraining on stop-gradient features; its accuracy on the labeled train images in "
+                     "each epoch's batches, every epoch (it does not shape the encoder).")
     for key, (name, meaning) in COLLAPSE_SIGNALS.items():
         if key in history:
-            charts.append(_chart_image(f"Collapse signal: {name}", [Series("candidate", history[key], color)],
-                                       "epoch", name))
-            notes.append(f'<p class="note">Collapse signal, {_escape(meaning)}.</p>')
-    body = (f'<div class="side-by-side">{"".join(charts)}</div>{"".join(notes)}' if charts
-            else "<p>The candidate's history has no pretraining curves.</p>")
-    return f'<section id="pretraining">\n<h2>Self-supervised pretraining (candidate)</h2>\n{body}\n</section>'
+            charts.append(_chart(f"Collapse signal: {name}", [Series("candidate", history[key], color)],
+                                 "epoch", name))
+            notes.append(f"Collapse signal, {meaning}.")
+    return {"charts": charts, "notes": notes, "epochs": epochs,
+            "knn_epochs": knn.epochs if knn else None}
 
 
-def _phase_values(history: Dict[str, List[float]], role: str, metric: str) -> List[float]:
-    return [value for phase in FINETUNE_PHASES[role] for value in history.get(f"{phase}/{metric}", [])]
-
-
-def _finetuning_section(histories: Dict[str, Dict[str, List[float]]]) -> str:
+def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
+    """Accuracy and loss of both classifiers against the classifier epoch, the candidate's phases marked;
+    the distillation objective and the teacher agreement when the candidate was distilled."""
+    phases = {role: training_phases(histories[role], role) for role in ROLES}
+    bands = [Band(phase.label, phase.first_epoch, phase.last_epoch) for phase in phases["candidate"]]
     charts = []
-    for metric in ("accuracy", "loss"):
+    for metric, keys in FINETUNE_CURVES.items():
         series = []
         for role in ROLES:
-            for split, key in (("train", metric), ("validation", f"val_{metric}")):
-                values = _phase_values(histories[role], role, key)
+            for split, key in keys.items():
+                metric_of_phase = {phase.name: key for phase in phases[role]}
+                if split == "train" and metric in DISTILL_TRAIN_METRIC:
+                    metric_of_phase["distill"] = DISTILL_TRAIN_METRIC[metric]
+                epochs, values = phase_curve(histories[role], phases[role], metric_of_phase)
                 if values:
-                    series.append(Series(f"{role} {split}", values, ROLE_COLORS[role], dashed=(split == "validation")))
+                    series.append(Series(f"{role} {split}", values, ROLE_COLORS[role], dashed=(split == "validation"),
+                                         x=epochs))
         if series:
-            charts.append(_chart_image(f"Fine-tuning {metric}", series, "epoch", metric))
-    linear_epochs = len(histories["candidate"].get("linear/accuracy", []))
-    return (
-        '<section id="finetuning">\n<h2>Fine-tuning</h2>\n'
-        f'<div class="side-by-side">{"".join(charts)}</div>\n'
-        f'<p class="note">Candidate: {linear_epochs} epoch{"" if linear_epochs == 1 else "s"} of a linear head on '
-        "the frozen encoder, then the whole network; baseline: the same number of epochs from random weights, whole "
-        "network.</p>\n</section>"
-    )
+            charts.append(_chart(f"Classifier training {metric}", series, "epoch", metric, bands=bands))
+    candidate = histories["candidate"]
+    distill_charts = []
+    losses = [Series(label, candidate[f"distill/{key}"], color, dashed=(key == "loss"))
+              for (key, label), color in zip(DISTILL_LOSSES, ("#222222", "#1b9e77", "#e7298a"))
+              if candidate.get(f"distill/{key}")]
+    if losses:
+        distill_charts.append(_chart("Distillation loss", losses, "distillation epoch", "loss"))
+    if candidate.get("distill/teacher_agreement"):
+        distill_charts.append(_chart(
+            "Distillation: agreement with the teacher",
+            [Series("student's class = teacher's (unlabeled images)", candidate["distill/teacher_agreement"],
+                    ROLE_COLORS["candidate"])], "distillation epoch", "agreement"))
+    return {"charts": charts, "distill_charts": distill_charts, "phases": phases}
 
 
-def _data_section(data: Dict[str, Any]) -> str:
-    split_rows = [
-        f'<td class="name">{_escape(split)}</td><td>{counts["read"]}</td><td>{counts["written"]}</td>'
-        f'<td>{counts["skipped"]}</td>'
-        for split, counts in data["splits"].items()
-    ]
-    skipped = data["skipped"]
-    skipped_rows = [
-        f'<td class="name">{_escape(row["id"])}</td><td class="name">{_escape(row["split"])}</td>'
-        f'<td class="name">{_escape(row["reason"])}</td>'
-        for row in skipped[:SKIPPED_SHOWN]
-    ]
-    more = (f'<p class="note">... and {len(skipped) - SKIPPED_SHOWN} more (see the ingest report).</p>'
-            if len(skipped) > SKIPPED_SHOWN else "")
-    skipped_html = (_table(["skipped image", "split", "reason"], skipped_rows) + more if skipped
-                    else "<p>No image was skipped.</p>")
-    return (
-        f'<section id="data">\n<h2>Data</h2>\n<p>Source: {_escape(data["source"])} '
-        f'<code>{_escape(data["location"])}</code></p>\n'
-        + _table(["split", "images read", "used", "skipped"], split_rows)
-        + f"\n{skipped_html}\n</section>"
-    )
+def _listed(rows: Optional[List[Any]]) -> Optional[Dict[str, Any]]:
+    """The first LISTED_SHOWN entries of a list and how many more there are; None when not recorded."""
+    if rows is None:
+        return None
+    return {"count": len(rows), "shown": rows[:LISTED_SHOWN], "more": max(0, len(rows) - LISTED_SHOWN)}
 
 
-def _sources_section(sources: Dict[str, Any]) -> str:
-    items = "".join(f"<li>{_escape(name)}: <code>{_escape(path)}</code></li>"
-                    for name, path in sources.items() if path)
-    return f'<section id="sources">\n<h2>Where these numbers come from</h2>\n<ul>{items}</ul>\n</section>'
+def _data_view(data: Dict[str, Any]) -> Dict[str, Any]:
+    ingest = data["data"]
+    fingerprint = ingest.get("input")
+    duplicates = ingest.get("eval_duplicates")
+    train_per_class = (data.get("examples") or {}).get("train_per_class")
+    eval_per_class = ingest.get("eval_per_class")
+    class_rows = None
+    if eval_per_class is not None or train_per_class is not None:
+        class_rows = [{"name": name, "train": (train_per_class or {}).get(name),
+                       "eval": (eval_per_class or {}).get(name)} for name in data["class_names"]]
+    skipped = ingest["skipped"]
+    return {
+        "fingerprint": None if fingerprint is None else dict(
+            fingerprint, short=fingerprint["fingerprint"].split(":")[-1][:12]),
+        "class_rows": class_rows,
+        "train_known": train_per_class is not None,
+        "eval_known": eval_per_class is not None,
+        "train_total": sum(train_per_class.values()) if train_per_class else None,
+        "labeled_train_images": data.get("labeled_train_images"),
+        "duplicates": None if duplicates is None else dict(_listed(duplicates["files"]), policy=duplicates["policy"],
+                                                           count=duplicates["count"]),
+        "ignored": _listed(ingest.get("ignored_non_image_files")),
+        "links": _listed(ingest.get("links_not_followed")),
+        "skipped": skipped[:SKIPPED_SHOWN],
+        "skipped_more": max(0, len(skipped) - SKIPPED_SHOWN),
+    }
+
+
+def _misclassified(data: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    examples = data.get("examples")
+    if examples is None:
+        return None
+    found = examples["misclassified"]
+    return dict(found, roles=[(role, found["models"][role]) for role in ROLES])
+
+
+def _setting_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _settings_rows(settings: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """One row per setting, one column per Trainer that recorded its settings; None when none did."""
+    roles = [role for role in ("pretrainer", "candidate", "baseline") if settings.get(role)]
+    if not roles:
+        return None
+    names = sorted({name for role in roles for name in settings[role]})
+    rows = [{"name": name, "cells": [_setting_text(settings[role][name]) if name in settings[role] else ""
+                                      for role in roles]} for name in names]
+    return {"roles": roles, "rows": rows}
