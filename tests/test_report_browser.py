@@ -2,7 +2,9 @@
 
 Chromium is Debian's `chromium` (installed here with apt-get when missing and possible; CI installs
 it). The test takes a screenshot, and reads the DOM after load: the decision and both accuracies
-must be those of summary.json, and every image must have loaded (naturalWidth > 0).
+must be those of summary.json, every image must have loaded (naturalWidth > 0), charts and the
+misclassified images' thumbnails alike, and the sections added for issues 12 and 16 (phases, data
+checks, class counts, versions and settings) must be on the page as the browser parsed it.
 """
 
 import os
@@ -13,14 +15,22 @@ from typing import Dict, List
 
 import pytest
 from PIL import Image
-from test_report import tiny_run, write_run_summary  # noqa: F401 (tiny_run is a fixture)
+from test_report import (  # noqa: F401 (tiny_run is a fixture)
+    CHART_TITLES,
+    CLASS_NAMES,
+    EXAMPLES_PER_CLASS,
+    TRAIN_PER_CLASS,
+    tiny_run,
+    write_run_summary,
+)
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 WINDOW_SIZE = (1280, 2000)
-BLESSED_GREEN = (0x1A, 0x98, 0x50)  # the blessed section's border colour in html_report._STYLE
+BLESSED_GREEN = (0x1A, 0x98, 0x50)  # the blessed section's border colour in templates/report.html.j2
+THUMBNAIL_PIXELS = 96
 # Appended to a copy of the report: records after load whether each image decoded.
 IMAGE_PROBE = """<script>
 window.addEventListener("load", () => {
@@ -65,7 +75,8 @@ def _run_chromium(binary: str, profile: str, *arguments: str) -> str:
 
 
 class _DomReader(HTMLParser):
-    """Collects the text and attributes of elements with an id, and every <img>'s attributes."""
+    """Collects the text and attributes of elements with an id, every <img>'s attributes (and the id of the
+    element around it that has one)."""
 
     VOID_ELEMENTS = {"img", "meta", "br", "hr", "input", "link"}
 
@@ -79,9 +90,12 @@ class _DomReader(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "img":
-            self.images.append(attributes)
+            inside = [element_id for _, element_id in self._open if element_id]
+            self.images.append(dict(attributes, inside=inside[-1] if inside else None))
         if tag == "body":
             self.body = attributes
+        if tag in ("td", "th", "br"):  # a table cell's or line's text stays apart from the previous one's
+            self.handle_data(" | " if tag != "br" else " ")
         if "id" in attributes:
             self.by_id[attributes["id"]] = {"attributes": attributes, "text": ""}
         if tag not in self.VOID_ELEMENTS:
@@ -103,18 +117,26 @@ def published_run(tiny_run, tmp_path_factory):  # noqa: F811 (the imported fixtu
     return write_run_summary(tiny_run, str(output_dir))
 
 
-def test_report_shows_the_summarys_decision_and_accuracies_and_every_image_loads(chromium, published_run,
-                                                                                 tmp_path):
-    report_path = published_run["report"]
-    with open(report_path, encoding="utf-8") as handle:
+@pytest.fixture(scope="module")
+def loaded_dom(chromium, published_run, tmp_path_factory) -> _DomReader:
+    """The DOM of report.html after Chromium loaded it, with each image's naturalWidth recorded."""
+    folder = tmp_path_factory.mktemp("browser-dom")
+    with open(published_run["report"], encoding="utf-8") as handle:
         page = handle.read()
-    probe_path = tmp_path / "report_with_image_probe.html"
+    probe_path = folder / "report_with_image_probe.html"
     probe_path.write_text(page.replace("</body>", IMAGE_PROBE + "\n</body>"), encoding="utf-8")
-
     dom = _DomReader()
-    dom.feed(_run_chromium(chromium, str(tmp_path / "profile-dom"), "--virtual-time-budget=10000", "--dump-dom",
+    dom.feed(_run_chromium(chromium, str(folder / "profile-dom"), "--virtual-time-budget=10000", "--dump-dom",
                            probe_path.as_uri()))
+    return dom
 
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_report_shows_the_summarys_decision_and_accuracies_and_every_image_loads(loaded_dom, published_run):
+    dom = loaded_dom
     assert dom.by_id["decision"]["text"] == published_run["decision"]
     assert dom.by_id["verdict"]["text"] == "BLESSED"
     for role in ("candidate", "baseline"):
@@ -122,8 +144,44 @@ def test_report_shows_the_summarys_decision_and_accuracies_and_every_image_loads
         cell = dom.by_id[f"{role}-accuracy"]
         assert cell["text"] == f"{accuracy:.4f}"
         assert float(cell["attributes"]["data-value"]) == accuracy
-    assert dom.body.get("data-images-checked") == str(len(dom.images)) and len(dom.images) == 5
+    assert dom.body.get("data-images-checked") == str(len(dom.images))
+    assert [image["alt"] for image in dom.images if image["src"].startswith("data:image/svg+xml")] == CHART_TITLES
     assert [image["alt"] for image in dom.images if int(image.get("data-natural-width", 0)) <= 0] == []
+
+
+def test_misclassified_thumbnails_load_with_their_true_and_predicted_class(loaded_dom, tiny_run):  # noqa: F811
+    dom = loaded_dom
+    for role in ("candidate", "baseline"):
+        thumbnails = [image for image in dom.images if image["inside"] == f"misclassified-{role}"]
+        assert thumbnails, f"no thumbnail of the {role}'s misclassified images"
+        assert {int(image["data-natural-width"]) for image in thumbnails} == {THUMBNAIL_PIXELS}
+        assert all(image["alt"].startswith("test/") for image in thumbnails)
+        grid = _words(dom.by_id[f"misclassified-{role}"]["text"])
+        assert grid.count("true: ") == grid.count("predicted: ") == len(thumbnails)
+        title = _words(dom.by_id[f"misclassified-{role}-title"]["text"])
+        assert title.startswith(f"{role}: ") and title.endswith(f" of {len(tiny_run.labels)} wrong")
+    assert "true: red predicted: gray" in _words(dom.by_id["misclassified-baseline"]["text"])
+
+
+def test_new_sections_are_on_the_page_the_browser_shows(loaded_dom):
+    texts = {element_id: _words(element["text"]) for element_id, element in loaded_dom.by_id.items()}
+    assert texts["phases"].startswith("Candidate: linear head (epochs 1-2), then whole network (epoch 3), then "
+                                      "distillation (epochs 4-5)")
+    assert "distillation" in texts  # the distillation charts' block
+    assert texts["input-fingerprint"].startswith("Input read by ImageExampleGen: 70 files, 123.5 kB")
+    assert "0123456789ab" in texts["input-fingerprint"]
+    assert texts["eval-copies"].startswith("1 unlabeled or train image is a byte-for-byte copy of an eval image: "
+                                           "dropped from training")
+    assert texts["ignored-files"].startswith("24 files without an image extension") and "and 4 more" in texts[
+        "ignored-files"]
+    assert texts["links-not-followed"] == "2 symbolic links were not followed:"
+    counts = texts["class-counts"]
+    for name, train in zip(CLASS_NAMES, TRAIN_PER_CLASS):
+        assert f"| {name} | {train} | {EXAMPLES_PER_CLASS}" in counts
+    for package in ("selfsup", "tfx", "tensorflow", "keras"):
+        assert package in texts["versions"].split()
+    assert "| monitor_every_epochs | 4 |" in texts["trainer-settings"]
+    assert "top-k-left-out" not in texts  # 4 classes: top-3 accuracy is shown
 
 
 def test_report_screenshot_shows_the_page(chromium, published_run, tmp_path):
