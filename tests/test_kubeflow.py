@@ -54,7 +54,8 @@ CONFIG = {
 VERTEX_TRAINER_EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
 TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 PACKAGE_FILES = ("trainer/run.py", "components/image_example_gen/executor.py", "components/anomaly_gate/executor.py",
-                 "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "kubeflow/runner.py", "kubeflow/cli.py")
+                 "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "kubeflow/runner.py", "kubeflow/cli.py",
+                 "components/evaluation_report/templates/report.html.j2")
 
 
 def write_config(folder: pathlib.Path, values: dict) -> str:
@@ -298,6 +299,9 @@ for path in executor_paths + [run_fn, "pipeline.cli.main", "kubeflow.cli.run_com
     getattr(module, attribute)
     if module_name.split(".")[0] in ("trainer", "components", "pipeline", "kubeflow"):
         assert module.__file__.startswith(target), (module_name, module.__file__)
+from components.evaluation_report.html_report import TEMPLATE, template_environment
+template = template_environment().get_template(TEMPLATE)  # the report's template, package data of the wheel
+assert template.filename.startswith(target), template.filename
 print("imports: ok")
 """
 
@@ -312,6 +316,8 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     assert not missing, f"the wheel (what the image installs) lacks {missing}"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "selfsup = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    metadata = next(name for name in names if name.endswith(".dist-info/METADATA"))
+    assert "Requires-Dist: jinja2" in zipfile.ZipFile(wheel).read(metadata).decode()  # the report's templates
 
     target = tmp_path / "site-packages"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", "--target", str(target),
