@@ -106,11 +106,14 @@ class Distillation(keras.Model):
         unlabeled_images, (labeled_images, labels) = batch
         unlabeled_views = self.augmenter(unlabeled_images, training=True)
         labeled_views = self.augmenter(labeled_images, training=True)
-        teacher_probabilities = self.teacher(unlabeled_views, training=False)
+        # Both classifiers end in a float32 softmax (finetune.build_classifier); the casts keep the losses
+        # float32 whatever the policy.
+        teacher_probabilities = tf.cast(self.teacher(unlabeled_views, training=False), tf.float32)
         unlabeled_count = tf.shape(unlabeled_views)[0]
         with tf.GradientTape() as tape:
             # One pass over both batches, so batch norm sees them together.
-            probabilities = self.student(tf.concat([unlabeled_views, labeled_views], axis=0), training=True)
+            probabilities = tf.cast(self.student(tf.concat([unlabeled_views, labeled_views], axis=0), training=True),
+                                    tf.float32)
             student_probabilities = probabilities[:unlabeled_count]
             labeled_probabilities = probabilities[unlabeled_count:]
             distillation_losses = soft_cross_entropy(teacher_probabilities, student_probabilities, self.temperature)
@@ -120,8 +123,11 @@ class Distillation(keras.Model):
                 + self.labeled_weight
                 * tf.nn.compute_average_loss(labeled_losses, global_batch_size=self.labeled_batch_size)
             )
+            # The LossScaleOptimizer of mixed_float16 scales the loss (and unscales the gradients); others
+            # return it as it is.
+            scaled_loss = self.optimizer.scale_loss(replica_loss)
         variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(replica_loss, variables), variables))
+        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
         distillation_loss = tf.reduce_mean(distillation_losses)
         labeled_loss = tf.reduce_mean(labeled_losses)
         self.loss_tracker.update_state(distillation_loss + self.labeled_weight * labeled_loss)
@@ -134,7 +140,7 @@ class Distillation(keras.Model):
 
     def test_step(self, batch):
         images, labels = batch
-        probabilities = self.student(images, training=False)
+        probabilities = tf.cast(self.student(images, training=False), tf.float32)
         self.labeled_loss_tracker.update_state(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
         self.accuracy_tracker.update_state(labels, probabilities)
         return {"loss": self.labeled_loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}

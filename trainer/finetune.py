@@ -23,7 +23,9 @@ def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is
     # can end up tiny; standardising each feature vector lets the head learn at an ordinary
     # learning rate. LayerNormalization keeps no running statistics, so training and serving
     # agree even after few steps. The baseline has the same layer, so the architectures match.
-    features = keras.layers.LayerNormalization(center=False, scale=False, name="feature_norm")(features)
+    # In float32 under a mixed policy too, so that the head sees the normalised features at full precision.
+    features = keras.layers.LayerNormalization(center=False, scale=False, dtype="float32",
+                                               name="feature_norm")(features)
     probabilities = keras.layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(features)
     return keras.Model(images, probabilities, name="classifier")
 

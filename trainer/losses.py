@@ -58,8 +58,9 @@ def nt_xent_logits_and_labels(projections_1, projections_2, temperature):
     _check_same_shape(projections_1, projections_2, "projections_1", "projections_2", rank=2)
     if isinstance(temperature, (int, float)) and temperature <= 0:
         raise ValueError(f"temperature must be greater than 0, got {temperature}")
-    local_1 = tf.math.l2_normalize(tf.cast(projections_1, tf.float32), axis=-1)
-    local_2 = tf.math.l2_normalize(tf.cast(projections_2, tf.float32), axis=-1)
+    projections_1, projections_2 = tf.cast(projections_1, tf.float32), tf.cast(projections_2, tf.float32)
+    local_1 = tf.math.l2_normalize(projections_1, axis=-1)
+    local_2 = tf.math.l2_normalize(projections_2, axis=-1)
     global_1, global_2, replica_offset = _gather_from_all_replicas(local_1, local_2)
 
     local_batch_size = tf.shape(local_1)[0]
@@ -136,6 +137,7 @@ def simsiam_loss(predictions, projections):
         ValueError: if the static shapes differ or are not of rank 2.
     """
     _check_same_shape(predictions, projections, "predictions", "projections", rank=2)
+    predictions, projections = tf.cast(predictions, tf.float32), tf.cast(projections, tf.float32)
     return -tf.reduce_mean(_cosine_similarity(predictions, tf.stop_gradient(projections)))
 
 
@@ -157,6 +159,7 @@ def byol_loss(predictions, targets):
         ValueError: if the static shapes differ or are not of rank 2.
     """
     _check_same_shape(predictions, targets, "predictions", "targets", rank=2)
+    predictions, targets = tf.cast(predictions, tf.float32), tf.cast(targets, tf.float32)
     return tf.reduce_mean(2.0 - 2.0 * _cosine_similarity(predictions, tf.stop_gradient(targets)))
 
 

@@ -36,6 +36,11 @@ def build_projection_head(
     return head
 
 
+def _float32(tensor: tf.Tensor) -> tf.Tensor:
+    """Heads compute in the policy's dtype (bfloat16/float16 under mixed precision): losses take float32."""
+    return tf.cast(tensor, tf.float32)
+
+
 def output_std(outputs: tf.Tensor) -> tf.Tensor:
     """Mean over dimensions of the per-dimension std of L2-normalised outputs (N, D) -> scalar.
 
@@ -138,7 +143,9 @@ class SelfSupervisedModel(keras.Model):
             total_loss = loss
             if self.probe is not None and labels is not None:
                 total_loss = loss + self._probe_loss(features_1, labels)
-            scaled_loss = total_loss / replicas
+            # Under mixed_float16 Keras wraps the optimizer in a LossScaleOptimizer, which unscales the
+            # gradients of the loss it scaled; any other optimizer returns the loss as it is.
+            scaled_loss = self.optimizer.scale_loss(total_loss / replicas)
         variables = self.optimized_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -165,8 +172,8 @@ class SimCLR(SelfSupervisedModel):
         return {"contrastive_accuracy": self.contrastive_accuracy_tracker}
 
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
-        projections_1 = self.projection_head(frames_1, training=True)
-        projections_2 = self.projection_head(frames_2, training=True)
+        projections_1 = _float32(self.projection_head(frames_1, training=True))
+        projections_2 = _float32(self.projection_head(frames_2, training=True))
         loss = losses.nt_xent_loss(projections_1, projections_2, self.config.temperature)
         accuracy = losses.contrastive_accuracy(projections_1, projections_2, self.config.temperature)
         return loss, {"contrastive_accuracy": accuracy}
@@ -194,8 +201,9 @@ class SimSiam(SelfSupervisedModel):
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
         projections_1 = self.projection_head(frames_1, training=True)
         projections_2 = self.projection_head(frames_2, training=True)
-        predictions_1 = self.predictor(projections_1, training=True)
-        predictions_2 = self.predictor(projections_2, training=True)
+        predictions_1 = _float32(self.predictor(projections_1, training=True))
+        predictions_2 = _float32(self.predictor(projections_2, training=True))
+        projections_1, projections_2 = _float32(projections_1), _float32(projections_2)
         loss = 0.5 * (losses.simsiam_loss(predictions_1, projections_2)
                       + losses.simsiam_loss(predictions_2, projections_1))
         return loss, {"output_std": output_std(projections_1)}
@@ -253,10 +261,10 @@ class BYOL(SelfSupervisedModel):
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
         projections_1 = self.projection_head(frames_1, training=True)
         projections_2 = self.projection_head(frames_2, training=True)
-        predictions_1 = self.predictor(projections_1, training=True)
-        predictions_2 = self.predictor(projections_2, training=True)
-        targets_1 = self._target_projections(views_1)
-        targets_2 = self._target_projections(views_2)
+        predictions_1 = _float32(self.predictor(projections_1, training=True))
+        predictions_2 = _float32(self.predictor(projections_2, training=True))
+        targets_1 = _float32(self._target_projections(views_1))
+        targets_2 = _float32(self._target_projections(views_2))
         loss = 0.5 * (losses.byol_loss(predictions_1, targets_2) + losses.byol_loss(predictions_2, targets_1))
         return loss, {"output_std": output_std(projections_1)}
 
