@@ -165,3 +165,16 @@ def test_custom_config_with_an_unknown_key_is_an_error_naming_it():
         training_config_from_custom_config(dict(custom_config, bacth_size=8, pretrain_epoch=3))
     lines = str(error.value).splitlines()
     assert [line.split("'")[1] for line in lines] == ["custom_config.bacth_size", "custom_config.pretrain_epoch"]
+
+
+def test_precision_is_float32_by_default_and_takes_the_four_settings(tmp_path):
+    assert load_config().training.precision == "float32"
+    for setting in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
+        assert load_config(write(tmp_path, f"training:\n  precision: {setting}\n")).training.precision == setting
+
+
+@pytest.mark.parametrize("text", ["training:\n  precision: bfloat16\n", "training:\n  precision: 16\n",
+                                  "training:\n  precision: mixed_bf16\n"])
+def test_an_unknown_precision_names_the_key(tmp_path, text):
+    with pytest.raises(ConfigError, match="'training.precision'"):
+        load_config(write(tmp_path, text))
