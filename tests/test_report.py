@@ -709,3 +709,18 @@ def test_without_a_comparison_the_report_and_summary_say_nothing_about_it(tiny_r
     assert report_data["decision"]["significance"] is None
     assert "McNemar" not in report_data["decision"]["text"] and 'id="p-value"' not in render_html(report_data)
     assert summary_lib.build_summary(Config(evaluation=RULE), tiny_run.results, None)["significance"] is None
+
+
+def test_an_older_runs_ingest_report_without_the_new_fields_still_renders(report_data):
+    """`selfsup report` on a run whose ingest report predates the input fingerprint and the eval-copy checks."""
+    older = copy.deepcopy(report_data)
+    older["data"] = {key: older["data"][key] for key in ("source", "location", "splits", "skipped")}
+    older["data"].update(input=None, eval_per_class=None, eval_duplicates=None, ignored_non_image_files=None,
+                         links_not_followed=None)
+    for counts in older["data"]["splits"].values():
+        del counts["duplicates_of_eval"]
+    page = render_html(older)
+    assert "The ingest report records no input fingerprint (an older run)." in page
+    assert '<p id="eval-copies" class="note">Not recorded (an older ingest report).</p>' in page
+    assert '<td class="name">unlabeled</td><td>42</td><td>40</td><td>1</td><td>n/a</td>' in page
+    assert "Eval per class is not in this (older) ingest report." in page
