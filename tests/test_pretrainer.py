@@ -13,6 +13,7 @@ import json
 import os
 
 import apache_beam as beam
+import keras
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -204,3 +205,16 @@ def test_label_budget_keeps_nested_hash_chosen_subsets_per_class(tmp_path):
     labels = np.concatenate([batch_labels.numpy() for _, batch_labels in data.labeled_dataset(
         files, 4, 8, 0, shuffle=True, keep_paths=kept[5])])
     assert sorted(labels) == [0] * 5 + [1] * 5 + [2] * 5
+
+
+def test_a_loaded_encoder_takes_the_current_precision_with_the_saved_weights(tmp_path):
+    config = TrainingConfig(**TINY)
+    encoder, artifact = saved_encoder(tmp_path, config)  # saved under float32
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        loaded = encoder_artifact.load_encoder(str(artifact), config, "training.init_encoder")
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert {layer.dtype_policy.name for layer in loaded.layers if layer.weights} == {"mixed_bfloat16"}
+    assert encoder_artifact.weights_digest(loaded) == encoder_artifact.weights_digest(encoder)

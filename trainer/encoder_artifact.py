@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from trainer.data import decode_image_batch
+from trainer.encoders import build_encoder
 from trainer.hparams import ConfigError, TrainingConfig
 
 ENCODER_FILE = "encoder.keras"
@@ -70,10 +71,18 @@ def check_compatible(description: Dict[str, Any], config: TrainingConfig, source
 
 
 def load_encoder(path: str, config: TrainingConfig, key: str) -> keras.Model:
-    """The encoder saved at `path`, checked against `config` (call inside the strategy's scope)."""
+    """The encoder saved at `path`, checked against `config` (call inside the strategy's scope).
+
+    The architecture is built anew under the current dtype policy and given the saved weights: a
+    `.keras` file keeps the policy each layer was saved with (a float32 encoder would stay float32 in a
+    mixed_bfloat16 fine-tuning, and the other way round).
+    """
     root = artifact_root(path)
     check_compatible(read_description(root), config, root, key)
-    return keras.models.load_model(os.path.join(root, ENCODER_FILE), compile=False)
+    saved = keras.models.load_model(os.path.join(root, ENCODER_FILE), compile=False)
+    encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
+    encoder.set_weights(saved.get_weights())
+    return encoder
 
 
 def weights_digest(model: keras.Model) -> str:
