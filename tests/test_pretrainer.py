@@ -120,6 +120,7 @@ def test_the_pretrainer_exports_the_encoder_and_init_encoder_hands_its_weights_o
         record = json.load(handle)
     assert record["role"] == "pretrainer" and len(record["history"]["pretrain/loss"]) == 1
     assert record["timings"]["pretrain_seconds"] > 0
+    assert record["config"] == TrainingConfig(**dict(TINY, pretrain_epochs=1)).pretraining_dict()  # for the report
     description = encoder_artifact.read_description(str(first))
     assert description["pretraining_images"] == 24 + 16 and description["init_encoder"] is None
 

@@ -72,6 +72,13 @@ def training_config_from_custom_config(custom_config: Dict[str, Any]) -> Trainin
     return TrainingConfig(**{key: value for key, value in custom_config.items() if key in names})
 
 
+def custom_config_of(config: TrainingConfig, role: str) -> Dict[str, Any]:
+    """The settings this Trainer reads (what its history.json records, and the report shows)."""
+    if role == PRETRAINER:
+        return config.pretraining_dict()
+    return config.baseline_dict() if role == BASELINE else config.to_dict()
+
+
 def _split_sizes(examples_uri: str) -> Dict[str, int]:
     with tf.io.gfile.GFile(os.path.join(examples_uri, "ingest_report.json")) as handle:
         report = json.load(handle)
@@ -196,7 +203,8 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
             encoder, history, timings = pretrain_encoder(config, strategy, examples_uri, sizes, class_names,
                                                          folders["log_dir"], backup)
             record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
-                      "timings": timings, "precision": precision_record}
+                      "timings": timings, "precision": precision_record,
+                      "config": dict(custom_config_of(config, role))}
             save_encoder(encoder, describe(config, examples_uri, sizes["unlabeled"] + sizes["train"],
                                            config.init_encoder),
                          record, folders["artifact_dir"], folders["serving_model_dir"],
@@ -209,7 +217,7 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
             tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet
             with tf.io.gfile.GFile(os.path.join(folders["artifact_dir"], HISTORY_FILE), "w") as handle:
                 json.dump(dict(record, role=role, method=config.method, class_names=class_names,
-                               precision=precision_record), handle, indent=1)
+                               precision=precision_record, config=custom_config_of(config, role)), handle, indent=1)
         if distribute.is_chief():
             print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
     # Every worker has restored its backups before the chief removes them.
