@@ -59,6 +59,10 @@ def check_data_before_running(config: Config) -> None:
             )
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def new_run_id() -> str:
     """A run id no other run shares: UTC time to the microsecond and the process id."""
     return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}-{os.getpid()}"
@@ -105,7 +109,7 @@ def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
         serving_dir=paths["serving"],
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(paths["metadata"]),
     )
-    run_id = new_run_id()
+    run_id, started = new_run_id(), _now()
     pipeline_ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(
         pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
@@ -118,6 +122,7 @@ def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     store = open_store(paths["metadata"])
     results = run_results(store, config.pipeline.name, run_id) or {}
     summary = summary_lib.build_summary(config, results, failure, run_id=run_id, store=store)
+    summary.update(started=started, finished=_now())
     summary_lib.publish_report(summary, paths["results"])
     summary_lib.write_summary(summary, paths["summary"])
     if failure:

@@ -39,6 +39,8 @@ def run_results(store: mlmd.MetadataStore, pipeline_name: str, run_id: str) -> O
             "state": _STATE_NAMES.get(execution.last_known_state, str(execution.last_known_state)),
             "outputs": _outputs(store, execution.id),
             "properties": {key: _value(value) for key, value in execution.custom_properties.items()},
+            # MLMD's times are milliseconds since the epoch: registered, then last updated (published).
+            "seconds": round((execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000, 1),
         }
     return results
 

@@ -9,6 +9,7 @@ import tensorflow_model_analysis as tfma
 
 from components.evaluation_report.decision import decision_sentence, production_comparison
 from components.evaluation_report.executor import REPORT_FILE
+from components.evaluation_report.report_data import package_versions
 from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
 from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
 from components.paired_comparison.comparison import significance_summary
@@ -141,6 +142,9 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "production": None,
         "data": None,
         "components": {component: result["state"] for component, result in results.items()},
+        # Wall-clock seconds of each component in this run, from MLMD (a CACHED one: the cache lookup).
+        "component_seconds": {component: result.get("seconds") for component, result in results.items()},
+        "versions": package_versions(),
     }
     ingest_report = single_output(results, INGEST_COMPONENT, "report")
     ingest_report_path = os.path.join(ingest_report.uri, INGEST_REPORT_FILE) if ingest_report else None

@@ -110,6 +110,10 @@ def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(r
         assert {split: counts["written"] for split, counts in summary["data"]["splits"].items()} == {
             "unlabeled": 300, "train": 120, "eval": 90}
         assert all(counts["skipped"] == 0 for counts in summary["data"]["splits"].values())
+        assert set(summary["component_seconds"]) == set(summary["components"])
+        assert all(seconds >= 0 for seconds in summary["component_seconds"].values())
+        assert summary["versions"]["tfx"] == "1.16.0" and summary["started"] <= summary["finished"]
+    assert runs["first"]["component_seconds"]["Pretrainer"] > 0
     assert runs["first"]["blessed"] is True
     assert runs["second"]["blessed"] is False and runs["second"]["pushed_model"] is None
     assert "BLESSED" in runs["first_stdout"]
