@@ -113,7 +113,7 @@ def test_bad_correctness_inputs_are_refused(candidate, baseline, message):
 def tiny_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("paired")
     images, labels = _eval_split(np.random.default_rng(0))
-    examples = _examples_artifact(str(root / "examples"), images, labels)
+    examples = _examples_artifact(str(root / "examples"), {"eval": (images, labels)})
     models = {role: _model_artifact(str(root / role), role, index)
               for index, role in enumerate(("candidate", "baseline"), start=1)}
     return {"root": root, "examples": examples, "models": models, "images": images, "labels": labels}
@@ -157,7 +157,7 @@ def test_executor_is_repeatable_and_uses_the_configured_level(tiny_models):
 
 
 def test_executor_needs_an_eval_split(tiny_models, tmp_path):
-    examples = _examples_artifact(str(tmp_path / "examples"), [], [])
+    examples = _examples_artifact(str(tmp_path / "examples"), {"train": ([], [])})
     examples.split_names = '["train"]'
     with pytest.raises(ValueError, match="no 'eval' split"):
         comparison_executor.Executor().Do(
