@@ -70,3 +70,25 @@ def cifar_sample(tmp_path_factory) -> pathlib.Path:
     """A few hundred real CIFAR-10 images in the selfsup folder layout (3 classes)."""
     return extract_cifar_sample(tmp_path_factory.mktemp("cifar-sample"), unlabeled=300, labeled_per_class=40,
                                 test_per_class=30)
+
+
+@pytest.fixture(scope="session")
+def digits_examples_uri(tmp_path_factory) -> str:
+    """scikit-learn's digits as an Examples artifact (the real ingest): 100 train, 100 eval and 1,597
+    unlabeled images."""
+    import dataclasses
+
+    import apache_beam as beam
+
+    from components.image_example_gen.ingest import ingest
+    from pipeline.config import DataConfig
+    from pipeline.demo_data import write_digits_dataset
+
+    folder = tmp_path_factory.mktemp("digits")
+    write_digits_dataset(str(folder), labeled_per_class=10, test_per_class=10)
+    root = tmp_path_factory.mktemp("pipeline-root")
+    uri = str(root / "ImageExampleGen" / "examples" / "1")
+    settings = dataclasses.asdict(DataConfig(source="folder", path=str(folder), max_bad_fraction=0.0))
+    ingest(settings, uri, str(root / "ImageExampleGen" / "report" / "1"),
+           lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
+    return uri

@@ -7,17 +7,12 @@
 - in the Trainer: with distill_epochs 0 the candidate is the fine-tuned classifier, otherwise the student.
 """
 
-import dataclasses
 
-import apache_beam as beam
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.image_example_gen.ingest import ingest
-from pipeline.config import DataConfig
-from pipeline.demo_data import write_digits_dataset
 from trainer import checkpoints, data, distill, keras_fixes, run
 from trainer.encoders import build_encoder
 from trainer.finetune import build_classifier
@@ -111,16 +106,9 @@ def test_distillation_step_under_mirrored_strategy_matches_default_strategy():
 # --- Distillation on real images ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def examples_uri(tmp_path_factory):
-    """scikit-learn's digits as an Examples artifact: 100 train, 100 eval and 1,597 unlabeled images."""
-    folder = tmp_path_factory.mktemp("digits")
-    write_digits_dataset(str(folder), labeled_per_class=10, test_per_class=10)
-    root = tmp_path_factory.mktemp("pipeline-root")
-    uri = str(root / "ImageExampleGen" / "examples" / "1")
-    settings = dataclasses.asdict(DataConfig(source="folder", path=str(folder), max_bad_fraction=0.0))
-    ingest(settings, uri, str(root / "ImageExampleGen" / "report" / "1"),
-           lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
-    return uri
+def examples_uri(digits_examples_uri):
+    """scikit-learn's digits as an Examples artifact (tests/conftest.py)."""
+    return digits_examples_uri
 
 
 @pytest.fixture(scope="module")

@@ -9,20 +9,15 @@
   Pretrainer stopped after an epoch resumes; the global policy is float32 again after each Trainer.
 """
 
-import dataclasses
 import json
 import math
 import os
 
-import apache_beam as beam
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.image_example_gen.ingest import ingest
-from pipeline.config import DataConfig
-from pipeline.demo_data import write_digits_dataset
 from trainer import checkpoints, data, distill, encoder_artifact, export, precision, run
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoders import build_encoder
@@ -237,16 +232,9 @@ def test_mixed_float16_steps_scale_the_loss_and_take_the_float32_step(build):
 # --- The Trainers under mixed_bfloat16, on real digit scans ----------------------------------------------
 
 @pytest.fixture(scope="module")
-def examples_uri(tmp_path_factory):
-    """scikit-learn's digits as an Examples artifact: 100 train, 100 eval and 1,597 unlabeled images."""
-    folder = tmp_path_factory.mktemp("digits")
-    write_digits_dataset(str(folder), labeled_per_class=10, test_per_class=10)
-    root = tmp_path_factory.mktemp("pipeline-root")
-    uri = str(root / "ImageExampleGen" / "examples" / "1")
-    settings = dataclasses.asdict(DataConfig(source="folder", path=str(folder), max_bad_fraction=0.0))
-    ingest(settings, uri, str(root / "ImageExampleGen" / "report" / "1"),
-           lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
-    return uri
+def examples_uri(digits_examples_uri):
+    """scikit-learn's digits as an Examples artifact (tests/conftest.py)."""
+    return digits_examples_uri
 
 
 def trainer(examples_uri, folder, role, config, base_model=None):
