@@ -19,6 +19,7 @@ setup(
         "pillow",
         "jinja2>=3.1,<4",  # the report's templates (components/evaluation_report/templates/)
         "scikit-learn",  # ships the handwritten-digits images of the built-in demo dataset
+        "tqdm",  # the progress bars on a terminal (trainer/progress.py)
     ],
     extras_require={"dev": ["pytest", "ruff"]},
     entry_points={"console_scripts": ["selfsup=pipeline.cli:main"]},

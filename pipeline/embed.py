@@ -62,13 +62,6 @@ def list_images(folder: str) -> Tuple[List[str], List[str]]:
     return sorted(images), sorted(ignored)
 
 
-def _progress(total: int):
-    """A tqdm bar on a terminal; otherwise a line per 10%."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="image", file=sys.stderr, disable=not sys.stderr.isatty(), mininterval=0.5)
-
-
 def embed_folder(model: str, data: str, output: str, batch_size: int = 256) -> Dict[str, object]:
     """Writes the embeddings of every image under `data`; returns counts and the skipped list.
 
@@ -85,10 +78,11 @@ def embed_folder(model: str, data: str, output: str, batch_size: int = 256) -> D
 
     from components.image_example_gen.image_check import image_problem
     from trainer.encoder_artifact import EMBEDDINGS_OUTPUT, EMBEDDINGS_SIGNATURE
+    from trainer.progress import Progress
 
     embed = tf.saved_model.load(os.path.join(encoder_dir, "Format-Serving")).signatures[EMBEDDINGS_SIGNATURE]
     paths, vectors, skipped = [], [], []
-    progress, reported = _progress(len(images)), 0
+    progress = Progress(len(images), "selfsup embed", "image")
     for start in range(0, len(images), batch_size):
         batch_paths, batch_bytes = [], []
         for relative in images[start:start + batch_size]:
@@ -103,11 +97,7 @@ def embed_folder(model: str, data: str, output: str, batch_size: int = 256) -> D
         if batch_bytes:
             vectors.append(embed(images=tf.constant(batch_bytes))[EMBEDDINGS_OUTPUT].numpy())
             paths.extend(batch_paths)
-        done = min(start + batch_size, len(images))
-        progress.update(done - start)
-        if progress.disable and done * 10 // max(len(images), 1) > reported:
-            reported = done * 10 // max(len(images), 1)
-            print(f"selfsup embed: {done}/{len(images)} images", file=sys.stderr, flush=True)
+        progress.update(min(start + batch_size, len(images)) - start)
     progress.close()
     if not paths:
         raise ValueError(f"no decodable image under {data} ({len(skipped)} skipped, {len(ignored)} ignored)")

@@ -14,7 +14,7 @@ from typing import Dict, List, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors
+from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoder_artifact import load_encoder
 from trainer.encoders import build_encoder, encoder_outputs_sequence
@@ -96,5 +96,7 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
     ]
     print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
           f"of {config.batch_size} images ({images} images)", flush=True)
-    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks, verbose=2)
+    progress_callbacks, verbose = progress.fit_progress("pretraining")
+    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks + progress_callbacks,
+                        verbose=verbose)
     return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}

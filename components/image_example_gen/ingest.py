@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import apache_beam as beam
@@ -22,6 +23,7 @@ from components.image_example_gen.sources import (
     Candidate,
     plan_source,
 )
+from trainer.progress import Progress  # the one bar-or-lines choice, shared with the Trainers (no TFX inside)
 
 REPORT_FILE = "ingest_report.json"
 CLASS_NAMES_FILE = "class_names.json"
@@ -30,6 +32,10 @@ _SKIPPED_FILE = "skipped.jsonl"
 _COUNTS_FILE = "written_counts.jsonl"
 _DUPLICATES_FILE = "eval_duplicates.jsonl"
 _NAMED_IN_ERROR = 20
+# The progress counter of each ingestion running in this process, by a token the Beam step carries: with the
+# local runner's in-memory Beam the checks run here and move the bar; elsewhere (other processes, Dataflow)
+# the token is not found and the step only passes its rows on.
+_PROGRESS: Dict[str, Progress] = {}
 
 
 def make_example(encoded: bytes, label: int, source_id: str) -> bytes:
@@ -55,6 +61,14 @@ def check_candidate(candidate: Candidate, max_pixels: int, num_classes: int):
         return "skipped", split, {"id": source_id, "split": split, "reason": problem}
     digest = hashlib.sha256(encoded).hexdigest()
     return "ok", split, make_example(encoded, label, source_id), {"id": source_id, "label": label, "digest": digest}
+
+
+def _count_checked(row, token: str):
+    """Passes a checked row on, counting it on this ingestion's progress bar when it runs in this process."""
+    counter = _PROGRESS.get(token)
+    if counter is not None:
+        counter.update()
+    return row
 
 
 def mark_eval_duplicate(row, eval_digests: Dict[str, str]):
@@ -107,13 +121,41 @@ def ingest(
     """
     source = plan_source(data)
     class_names = source.class_names
-    policy = data["on_eval_duplicates"]
     work_dir = os.path.join(report_uri, ".work")
     logging.info("Ingesting %s images from %s", data["source"], data.get("path") or data.get("tfds_name"))
+    token = uuid.uuid4().hex
+    _PROGRESS[token] = Progress(sum(source.split_counts.values()) if source.split_counts else None,
+                                "Ingesting images", "image")
+    try:
+        _run_ingestion(source, data, examples_uri, work_dir, make_pipeline, token)
+    finally:
+        _PROGRESS.pop(token).close()
+
+    skipped = _read_jsonl(os.path.join(work_dir, _SKIPPED_FILE))
+    duplicates = sorted(_read_jsonl(os.path.join(work_dir, _DUPLICATES_FILE)), key=lambda row: row["id"])
+    counts = _read_jsonl(os.path.join(work_dir, _COUNTS_FILE))
+    tf.io.gfile.rmtree(work_dir)
+    report = build_report(data, class_names, counts, skipped, source.ignored, duplicates, input_fingerprint,
+                          source.links_not_followed)
+    for folder in (report_uri, examples_uri):
+        with tf.io.gfile.GFile(os.path.join(folder, REPORT_FILE), "w") as handle:
+            json.dump(report, handle, indent=2)
+    with tf.io.gfile.GFile(os.path.join(examples_uri, CLASS_NAMES_FILE), "w") as handle:
+        json.dump(class_names, handle)
+    raise_on_bad_input(report, data["max_bad_fraction"], os.path.join(report_uri, REPORT_FILE))
+    if min_eval_per_class is not None:
+        check_eval_per_class(report["eval_per_class"], min_eval_per_class, data.get("path") or data.get("tfds_name"))
+    return report
+
+
+def _run_ingestion(source, data: Dict[str, Any], examples_uri: str, work_dir: str,
+                   make_pipeline: Callable[[], beam.Pipeline], token: str) -> None:
+    """The Beam work of `ingest`: checks every candidate, writes the splits and the work files it reads back."""
+    policy = data["on_eval_duplicates"]
     with make_pipeline() as pipeline:
-        checked = source.read(pipeline) | "CheckImages" >> beam.Map(
-            check_candidate, data["max_image_pixels"], len(class_names)
-        )
+        checked = (source.read(pipeline)
+                   | "CheckImages" >> beam.Map(check_candidate, data["max_image_pixels"], len(source.class_names))
+                   | "CountChecked" >> beam.Map(_count_checked, token))
         usable = checked | "SelectUsable" >> beam.Filter(lambda row: row[0] == "ok")
         eval_digests = (
             usable
@@ -146,22 +188,6 @@ def ingest(
                      | "CountEntry" >> beam.Map(lambda pair: {"split": pair[0][0], "label": pair[0][1],
                                                               "count": pair[1]}),
                      os.path.join(work_dir, _COUNTS_FILE), "Counts")
-
-    skipped = _read_jsonl(os.path.join(work_dir, _SKIPPED_FILE))
-    duplicates = sorted(_read_jsonl(os.path.join(work_dir, _DUPLICATES_FILE)), key=lambda row: row["id"])
-    counts = _read_jsonl(os.path.join(work_dir, _COUNTS_FILE))
-    tf.io.gfile.rmtree(work_dir)
-    report = build_report(data, class_names, counts, skipped, source.ignored, duplicates, input_fingerprint,
-                          source.links_not_followed)
-    for folder in (report_uri, examples_uri):
-        with tf.io.gfile.GFile(os.path.join(folder, REPORT_FILE), "w") as handle:
-            json.dump(report, handle, indent=2)
-    with tf.io.gfile.GFile(os.path.join(examples_uri, CLASS_NAMES_FILE), "w") as handle:
-        json.dump(class_names, handle)
-    raise_on_bad_input(report, data["max_bad_fraction"], os.path.join(report_uri, REPORT_FILE))
-    if min_eval_per_class is not None:
-        check_eval_per_class(report["eval_per_class"], min_eval_per_class, data.get("path") or data.get("tfds_name"))
-    return report
 
 
 def build_report(
