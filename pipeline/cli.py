@@ -177,7 +177,9 @@ def run_prints_to_stderr(quiet: bool) -> Iterator[None]:
 
     Also at the file-descriptor level: fd 1 points at stderr (or /dev/null) for the block, which catches
     writers that kept a reference to the original sys.stdout, C-level writes and child processes (Beam's
-    multi_processing workers).
+    multi_processing workers). When quiet, sys.stderr is /dev/null too, so that no progress bar is drawn
+    (trainer/progress.py draws on sys.stderr when it is a terminal); the log handler keeps the real stderr, so
+    warnings and errors still show.
     """
     target: TextIO = open(os.devnull, "w", encoding="utf-8") if quiet else sys.stderr
     target_fd = target.fileno() if quiet else 2
@@ -191,7 +193,8 @@ def run_prints_to_stderr(quiet: bool) -> Iterator[None]:
     try:
         if saved_fd is not None:
             os.dup2(target_fd, 1)
-        with contextlib.redirect_stdout(target):
+        with contextlib.redirect_stdout(target), \
+                (contextlib.redirect_stderr(target) if quiet else contextlib.nullcontext()):
             yield
     finally:
         for stream in streams | {target}:

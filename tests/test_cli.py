@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.metadata
+import io
 import json
 import logging
 import os
@@ -356,3 +357,44 @@ def test_quiet_and_verbose_together_are_refused(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "exclude each other" in capsys.readouterr().err
 
+
+
+def test_component_lines_say_cached_or_the_duration_on_stderr(tmp_path, capsys):
+    from pipeline.local_runner import ComponentLines
+
+    assert cli.main(["run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 2  # the handler
+    capsys.readouterr()
+    absl_logger, lines = logging.getLogger("absl"), ComponentLines()
+    absl_logger.addFilter(lines)
+    try:
+        for component, cached in (("StatisticsGen", True), ("CandidateTrainer", False)):
+            absl_logger.info("Component %s is running.", component)  # as LocalDagRunner logs them
+            if cached:
+                absl_logger.info("A cached execution %d is used.", 7)
+            absl_logger.info("Component %s is finished.", component)
+    finally:
+        absl_logger.removeFilter(lines)
+    err = capsys.readouterr().err
+    assert "Component StatisticsGen: CACHED" in err and "A cached execution" not in err
+    assert re.search(r"Component CandidateTrainer: done in \d+\.\d s", err), err
+    assert "is finished" not in err
+
+
+class TerminalStream(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_quiet_draws_no_progress_bar_even_on_a_terminal(tmp_path, monkeypatch):
+    from trainer import progress
+
+    seen = []
+
+    def run_local(config, output_dir):
+        seen.append(progress.shows_bar())
+        return FakeRun().summary()
+
+    monkeypatch.setattr("pipeline.local_runner.run_local", run_local)
+    monkeypatch.setattr("sys.stderr", TerminalStream())
+    assert cli.main(run_args(tmp_path)) == 0 and cli.main(["-q", *run_args(tmp_path)]) == 0
+    assert seen == [True, False]

@@ -6,6 +6,7 @@ run under its own run id as `pipeline.local_runner` runs the whole pipeline.
 """
 
 import json
+import logging
 import os
 import pathlib
 import subprocess
@@ -24,7 +25,7 @@ from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
 from components.image_example_gen.ingest import REPORT_FILE
 from pipeline import cli
 from pipeline.config import Config, DataConfig
-from pipeline.local_runner import new_run_id
+from pipeline.local_runner import new_run_id, run_pipeline_ir
 from pipeline.pipeline import data_config_json
 from pipeline.run_lock import LOCK_FILE, output_lock
 from pipeline.run_results import open_store, run_results
@@ -48,8 +49,19 @@ def run_example_gen(data_dir: pathlib.Path, work_dir: pathlib.Path) -> str:
     pipeline_ir = compiler.Compiler().compile(pipeline)
     runtime_parameter_utils.substitute_runtime_parameter(
         pipeline_ir, {constants.PIPELINE_RUN_ID_PARAMETER_NAME: run_id})
-    tfx.orchestration.LocalDagRunner().run_with_ir(pipeline_ir)
+    run_pipeline_ir(pipeline_ir)
     return run_id
+
+
+class Lines(logging.Handler):
+    """Keeps the messages of the records it is given."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
 
 
 def shift_mtime(path: pathlib.Path, seconds: int = 1) -> None:
@@ -72,9 +84,17 @@ def reruns(tmp_path_factory):
         "untouched again": lambda: None,
     }
     runs = {}
+    absl_logger = logging.getLogger("absl")  # TFX logs through absl
+    level = absl_logger.level
+    absl_logger.setLevel(logging.INFO)
     for name, change in changes.items():
         change()
-        run_id = run_example_gen(data, tmp_path)
+        lines = Lines()
+        absl_logger.addHandler(lines)
+        try:
+            run_id = run_example_gen(data, tmp_path)
+        finally:
+            absl_logger.removeHandler(lines)
         store = open_store(str(tmp_path / "metadata.sqlite"))
         results = run_results(store, PIPELINE_NAME, run_id)
         example_gen = results["ImageExampleGen"]
@@ -82,7 +102,9 @@ def reruns(tmp_path_factory):
         with open(os.path.join(report.uri, REPORT_FILE)) as handle:
             ingest_report = json.load(handle)
         runs[name] = dict(run_id=run_id, results=results, state=example_gen["state"], examples=examples,
-                          report=ingest_report, ingestion=ingestion_status(results, store, PIPELINE_NAME, run_id))
+                          report=ingest_report, ingestion=ingestion_status(results, store, PIPELINE_NAME, run_id),
+                          component_lines=[line for line in lines.messages if line.startswith("Component ")])
+    absl_logger.setLevel(level)
     return dict(runs=runs, metadata=str(tmp_path / "metadata.sqlite"))
 
 
@@ -121,6 +143,17 @@ def test_added_removed_and_rewritten_files_rerun_ingestion_with_the_new_counts(r
             assert run["ingestion"] == CHANGED, name
     assert len(fingerprints) == 4
     assert [row["id"] for row in runs["rewritten"]["report"]["skipped"]] == ["unlabeled/u0.jpg"]
+
+
+def test_each_component_line_says_cached_or_how_long_the_component_took(reruns):
+    runs = reruns["runs"]
+    first = runs["first"]["component_lines"]
+    assert first[0] == "Component ImageExampleGen is running." and len(first) == 2
+    assert first[1].startswith("Component ImageExampleGen: done in ") and first[1].endswith(" s")
+    seconds = float(first[1].split(" done in ")[1][:-2])
+    assert 0 < seconds < 300
+    assert runs["untouched"]["component_lines"] == ["Component ImageExampleGen is running.",
+                                                    "Component ImageExampleGen: CACHED"]
 
 
 def test_run_results_reads_only_its_own_run(reruns):
