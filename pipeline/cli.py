@@ -207,6 +207,8 @@ def run_prints_to_stderr(quiet: bool) -> Iterator[None]:
 
 
 def _print_summary(summary: dict, output: str) -> None:
+    from pipeline.summary import resolve_path  # summary.json's paths are relative to OUTPUT
+
     print("\n" + "=" * 78)
     print(f"selfsup: {summary['decision']}")
     data = summary.get("data") or {}
@@ -220,11 +222,11 @@ def _print_summary(summary: dict, output: str) -> None:
     if data.get("links_not_followed"):
         print(f"  symbolic links not followed: {len(data['links_not_followed'])}")
     if data.get("skipped") or data.get("ignored_non_image_files") or (data.get("eval_duplicates") or {}).get("count"):
-        print(f"  every skipped, ignored or duplicate file is listed in {data['ingest_report']}")
+        print(f"  every skipped, ignored or duplicate file is listed in {resolve_path(data['ingest_report'], output)}")
     if (data.get("input") or {}).get("ingestion"):
         print(f"  ingestion: {data['input']['ingestion']}")
     if summary.get("report"):
-        print(f"  report: {summary['report']}")
+        print(f"  report: {resolve_path(summary['report'], output)}")
     print(f"  summary: {os.path.join(output, 'summary.json')}")
     print("=" * 78)
 

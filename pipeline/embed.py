@@ -41,7 +41,7 @@ def encoder_folder(model: str) -> str:
             pretrainer = ((json.load(handle).get("timings") or {}).get("pretrainer") or {})
         if not pretrainer.get("model"):
             raise ValueError(f"{summary_path} names no pretrained encoder (the run stopped before the Pretrainer)")
-        return artifact_root(pretrainer["model"])
+        return artifact_root(os.path.join(os.path.abspath(model), pretrainer["model"]))  # relative to the run folder
     return artifact_root(model)
 
 

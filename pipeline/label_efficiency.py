@@ -19,7 +19,7 @@ from components.evaluation_report.svg_chart import Series, line_chart
 from pipeline.config import Config, ConfigError
 from pipeline.local_runner import check_before_running, output_paths, run_holding_lock
 from pipeline.run_lock import output_lock
-from pipeline.summary import SUMMARY_FILE
+from pipeline.summary import SUMMARY_FILE, relative_path, resolve_path
 
 JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
 
@@ -32,6 +32,12 @@ def check_budgets(budgets: Sequence[int]) -> None:
 
 def budget_config(config: Config, budget: int) -> Config:
     return dataclasses.replace(config, training=dataclasses.replace(config.training, labels_per_class=budget))
+
+
+def _from_output(path, results_dir: str, output_dir: str):
+    """A path of a budget's summary.json (relative to its folder, results_dir) relative to OUTPUT, where
+    label_efficiency.json and .html are."""
+    return relative_path(resolve_path(path, results_dir), output_dir, output_dir)
 
 
 def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict[str, Any]:
@@ -52,12 +58,12 @@ def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict
                 "candidate_accuracy": summary["candidate"]["accuracy"],
                 "baseline_accuracy": summary["baseline"]["accuracy"],
                 "blessed": summary["blessed"],
-                "pushed_model": summary["pushed_model"],
+                "pushed_model": _from_output(summary["pushed_model"], results_dir, output_dir),
                 "pretrainer": (summary.get("components") or {}).get("Pretrainer"),
                 "candidate_seconds": (timings.get("candidate") or {}).get("seconds"),
                 "baseline_seconds": (timings.get("baseline") or {}).get("seconds"),
-                "report": summary.get("report"),
-                "summary": os.path.join(results_dir, SUMMARY_FILE),
+                "report": _from_output(summary.get("report"), results_dir, output_dir),
+                "summary": _from_output(SUMMARY_FILE, results_dir, output_dir),
             })
     pretrain_seconds = next((entry.get("seconds") for entry in pretraining if entry.get("seconds") is not None), None)
     comparison = {"method": config.training.method, "pretrain_seconds": pretrain_seconds,
@@ -66,12 +72,13 @@ def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict
     with open(os.path.join(output_dir, JSON_FILE), "w", encoding="utf-8") as handle:
         json.dump(comparison, handle, indent=2)
     with open(os.path.join(output_dir, HTML_FILE), "w", encoding="utf-8") as handle:
-        handle.write(render(comparison, output_dir))
+        handle.write(render(comparison))
     return comparison
 
 
-def render(comparison: Dict[str, Any], output_dir: str) -> str:
-    """One self-contained page: the chart (inline SVG) and a table linking each budget's report."""
+def render(comparison: Dict[str, Any]) -> str:
+    """One self-contained page: the chart (inline SVG) and a table linking each budget's report (its path
+    relative to OUTPUT, where the page is)."""
     rows: List[Dict[str, Any]] = comparison["runs"]
     chart = line_chart(
         "Accuracy on the eval split against labels per class",
@@ -82,8 +89,7 @@ def render(comparison: Dict[str, Any], output_dir: str) -> str:
     )
     table_rows = []
     for row in rows:
-        report = os.path.relpath(row["report"], output_dir) if row["report"] else None
-        link = f'<a href="{html.escape(report)}">report</a>' if report else "no report"
+        link = f'<a href="{html.escape(row["report"])}">report</a>' if row["report"] else "no report"
         seconds = f"{row['candidate_seconds']:.0f} s" if row.get("candidate_seconds") is not None else "-"
         table_rows.append(
             f"<tr><td>{row['labels_per_class']}</td><td>{row['labeled_train_images']}</td><td>{seconds}</td>"

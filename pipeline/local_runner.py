@@ -138,7 +138,8 @@ def run_pipeline_ir(pipeline_ir) -> None:
 
 
 def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
-    """Runs the pipeline and writes the summary (the caller holds the output folder's lock)."""
+    """Runs the pipeline and writes the summary (the caller holds the output folder's lock); returns it as
+    written, its paths relative to the results folder (pipeline.summary.with_relative_paths)."""
     os.makedirs(paths["results"], exist_ok=True)
     pipeline = create_pipeline(
         config=config,
@@ -161,6 +162,7 @@ def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     summary = summary_lib.build_summary(config, results, failure, run_id=run_id, store=store)
     summary.update(started=started, finished=_now())
     summary_lib.publish_report(summary, paths["results"])
+    summary = summary_lib.with_relative_paths(summary, paths["results"], paths["output"])
     summary_lib.write_summary(summary, paths["summary"])
     if failure:
         raise RuntimeError(f"pipeline run failed: {failure} (summary: {paths['summary']})")

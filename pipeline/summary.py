@@ -1,5 +1,6 @@
 """summary.json: what a run decided and why, read from the run's artifacts (MLMD + TFMA output)."""
 
+import copy
 import json
 import os
 from typing import Any, Dict, Optional
@@ -190,6 +191,52 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
     report_path = os.path.join(report.uri, REPORT_FILE) if report is not None else None
     summary["report"] = report_path if report_path and tf.io.gfile.exists(report_path) else None
     return summary
+
+
+# The fields of summary.json that hold a path (a tuple is a path through nested mappings; "*" any key).
+PATH_FIELDS = (("pushed_model",), ("pushed_earlier",), ("production", "production_model"), ("data", "ingest_report"),
+               ("evaluation",), ("report",), ("timings", "*", "model"))
+
+
+def relative_path(path: Optional[str], summary_dir: str, output_dir: str) -> Optional[str]:
+    """`path` relative to `summary_dir` (the folder of summary.json) when it lies inside `output_dir` (the
+    run's --output); a path outside it, a URI (gs://...) or None stays as it is."""
+    if not path or "://" in path:
+        return path
+    absolute, output_dir = os.path.abspath(path), os.path.abspath(output_dir)
+    if os.path.commonpath([absolute, output_dir]) != output_dir:
+        return path
+    return os.path.relpath(absolute, os.path.abspath(summary_dir))
+
+
+def resolve_path(path: Optional[str], summary_dir: str) -> Optional[str]:
+    """A path read from summary.json as an absolute path (or URI): relative ones are relative to the folder
+    summary.json is in. Absolute paths, as older summaries wrote them, are returned as they are."""
+    if not path or "://" in path:
+        return path
+    return os.path.join(os.path.abspath(summary_dir), path)
+
+
+def _map_path_fields(node: Any, field: tuple, change) -> None:
+    if not isinstance(node, dict) or not field:
+        return
+    keys = list(node) if field[0] == "*" else [field[0]] if field[0] in node else []
+    for key in keys:
+        if len(field) > 1:
+            _map_path_fields(node[key], field[1:], change)
+        elif isinstance(node[key], str):
+            node[key] = change(node[key])
+
+
+def with_relative_paths(summary: Dict[str, Any], summary_dir: str, output_dir: str) -> Dict[str, Any]:
+    """A copy of `summary` whose PATH_FIELDS are relative to `summary_dir` when inside `output_dir`.
+
+    `config` (the effective config, as OUT/config.yaml holds it) and `decision` (the sentence printed at the
+    end) keep their paths as they are."""
+    relative = copy.deepcopy(summary)
+    for field in PATH_FIELDS:
+        _map_path_fields(relative, field, lambda path: relative_path(path, summary_dir, output_dir))
+    return relative
 
 
 def explain(summary: Dict[str, Any]) -> str:

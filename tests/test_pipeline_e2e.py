@@ -113,6 +113,13 @@ def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(r
         assert set(summary["component_seconds"]) == set(summary["components"])
         assert all(seconds >= 0 for seconds in summary["component_seconds"].values())
         assert summary["versions"]["tfx"] == "1.16.0" and summary["started"] <= summary["finished"]
+        # Paths are relative to the output folder, so that it can be moved whole.
+        assert summary["data"]["ingest_report"].startswith("tfx/ImageExampleGen/report/")
+        assert summary["evaluation"].startswith("tfx/Evaluator/evaluation/")
+        assert {role: timing["model"].split("/")[:2] for role, timing in summary["timings"].items()} == {
+            role: ["tfx", component] for role, component in (
+                ("pretrainer", "Pretrainer"), ("candidate", "CandidateTrainer"), ("baseline", "BaselineTrainer"))}
+        assert (runs["output"] / summary["timings"]["pretrainer"]["model"] / "encoder.json").is_file()
     assert runs["first"]["component_seconds"]["Pretrainer"] > 0
     assert runs["first"]["blessed"] is True
     assert runs["second"]["blessed"] is False and runs["second"]["pushed_model"] is None
@@ -121,8 +128,8 @@ def test_summary_reports_counts_and_a_decision_that_agrees_with_the_accuracies(r
 
 def test_pushed_model_answers_raw_jpeg_bytes_with_a_class(runs):
     pushed = runs["first"]["pushed_model"]
-    assert pushed and pushed.startswith(str(runs["output"] / "serving"))
-    model = tf.saved_model.load(pushed)
+    assert pushed and pushed.startswith("serving/")  # relative to the output folder
+    model = tf.saved_model.load(str(runs["output"] / pushed))
     jpegs = [path.read_bytes() for path in sorted(runs["data"].glob("test/*/*.jpg"))[:5]]
     result = model.signatures["serving_images"](images=tf.constant(jpegs))
     class_names = runs["first"]["data"]["class_names"]
@@ -178,7 +185,7 @@ def test_a_candidate_that_does_not_beat_the_model_in_production_is_not_pushed(ru
                                     "passed": False}
     assert fourth["blessed"] is False and fourth["pushed_model"] is None
     assert runs["serving_after_fourth"] == runs["serving_after_third"]
-    assert f"vs the model in production ({runs['third']['pushed_model']})" in fourth["decision"]
+    assert f"vs the model in production ({runs['output'] / runs['third']['pushed_model']})" in fourth["decision"]
 
 
 def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
@@ -189,8 +196,8 @@ def test_user_data_is_untouched_and_outputs_stay_in_the_output_folder(runs):
 
 def test_report_is_published_and_carries_the_same_decision(runs):
     summary = runs["fourth"]  # the latest run's report is OUT/report.html
-    assert summary["report"] == str(runs["output"] / "report.html")
-    with open(summary["report"], encoding="utf-8") as handle:
+    assert summary["report"] == "report.html"
+    with open(runs["output"] / summary["report"], encoding="utf-8") as handle:
         html = handle.read()
     assert summary["decision"].split(":")[0] in html
     assert f"{summary['candidate']['accuracy']:.4f}" in html and f"{summary['baseline']['accuracy']:.4f}" in html
