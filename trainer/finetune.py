@@ -2,8 +2,13 @@
 
 The classifier maps images (B, H, W, 3) in [0, 1] to class probabilities (B, C). Sequence
 encoders' (B, T, D) features are averaged over T before the head.
+
+Each phase writes its TensorBoard logs into its own folder, named as its history keys' prefix:
+`log_dir/linear` and `log_dir/finetune` (candidate), `log_dir/supervised` (baseline); each phase's
+epochs count from 0, so in one folder a phase would overwrite the one before.
 """
 
+import os
 from typing import Dict, List
 
 import keras
@@ -39,7 +44,8 @@ def build_classifier_optimizer(config: TrainingConfig, learning_rate: float,
 
 
 def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs: int, learning_rate: float,
-               config: TrainingConfig, steps_per_epoch: int, callbacks: List, phase: str) -> Dict[str, List[float]]:
+               config: TrainingConfig, steps_per_epoch: int, callbacks: List, log_dir: str,
+               phase: str) -> Dict[str, List[float]]:
     if epochs == 0:
         return {}
     training_model.compile(
@@ -49,19 +55,23 @@ def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs:
     )
     print(f"[selfsup] {phase}: {epochs} epochs at learning rate {learning_rate}", flush=True)
     history = training_model.fit(train_dataset, validation_data=eval_dataset, epochs=epochs,
-                                 callbacks=callbacks, verbose=2)
+                                 callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))],
+                                 verbose=2)
     return {f"{phase}/{key}": [float(value) for value in values] for key, values in history.history.items()}
 
 
 def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: keras.layers.Layer,
                      train_dataset: tf.data.Dataset, eval_dataset: tf.data.Dataset, config: TrainingConfig,
-                     steps_per_epoch: int, callbacks: List, from_scratch: bool) -> Dict[str, List[float]]:
+                     steps_per_epoch: int, callbacks: List, log_dir: str,
+                     from_scratch: bool) -> Dict[str, List[float]]:
     """Trains `classifier` in place; returns the history of every phase.
 
     Candidate (from_scratch=False): `linear_epochs` with the encoder frozen at
     `linear_learning_rate`, then `finetune_epochs` of the whole network at `finetune_learning_rate`.
     Baseline (from_scratch=True): the same number of epochs (linear + finetune), whole network,
     at `baseline_learning_rate`, from random weights.
+
+    `callbacks` serve every phase; each phase adds a TensorBoard callback writing to `log_dir/<phase>`.
     """
     images = keras.Input(classifier.input_shape[1:], name="images")
     training_model = keras.Model(images, classifier(augmenter(images)), name="classifier_with_augmentation")
@@ -70,12 +80,13 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
         encoder.trainable = True
         history.update(_fit_phase(training_model, train_dataset, eval_dataset,
                                   config.linear_epochs + config.finetune_epochs, config.baseline_learning_rate,
-                                  config, steps_per_epoch, callbacks, "supervised"))
+                                  config, steps_per_epoch, callbacks, log_dir, "supervised"))
         return history
     encoder.trainable = False
     history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.linear_epochs,
-                              config.linear_learning_rate, config, steps_per_epoch, callbacks, "linear"))
+                              config.linear_learning_rate, config, steps_per_epoch, callbacks, log_dir, "linear"))
     encoder.trainable = True
     history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.finetune_epochs,
-                              config.finetune_learning_rate, config, steps_per_epoch, callbacks, "finetune"))
+                              config.finetune_learning_rate, config, steps_per_epoch, callbacks, log_dir,
+                              "finetune"))
     return history

@@ -10,7 +10,8 @@ reads, `TrainingConfig.pretraining_dict`) plus `role`:
 - "baseline": the same encoder architecture from random weights, trained on the same labeled
   images, with as many epochs as the candidate's linear + fine-tuning phases.
 Both classifiers export the same SavedModel signatures (trainer/export.py) and write `history.json`
-beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact.
+beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact, one
+folder per training phase, named as the phase's history keys (`linear/`, `finetune/`, `distill/`, ...).
 
 Distribution (trainer/distribute.py): `training.batch_size` and `training.finetune_batch_size`
 are global batches, split across the replicas by Keras. Only the chief writes the model, the
@@ -118,7 +119,6 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     callbacks = [
         monitors.FailOnNanLoss(),
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
-        keras.callbacks.TensorBoard(os.path.join(log_dir, "finetune")),
     ]
     history: Dict[str, list] = {}
     timings: Dict[str, float] = {}
@@ -130,7 +130,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         augmenter = build_finetune_augmenter(config.finetune_augment, config.image_size, config.seed + 1)
         history.update(train_classifier(
             classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
-            distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks,
+            distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks, log_dir,
             from_scratch=(role == BASELINE),
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
