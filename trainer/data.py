@@ -146,3 +146,37 @@ def labeled_dataset(
         return decode_image_batch(features[IMAGE_FEATURE], image_size), features[LABEL_FEATURE]
 
     return records.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def unlabeled_and_labeled_batches(examples_uri: str, unlabeled_batch_size: int, labeled_batch_size: int,
+                                  image_size: int, seed: int,
+                                  keep_paths: Optional[Sequence[bytes]] = None) -> tf.data.Dataset:
+    """The batches of the semi-supervised stages (trainer/distill.py, trainer/fixmatch.py):
+    `(unlabeled_images, (labeled_images, labels))`, endless on the labeled side.
+
+    The unlabeled side is the unlabeled and the train images (their labels ignored), full batches,
+    one pass per epoch (`semi_supervised_steps`); the labeled side is the train images of the label budget
+    (`keep_paths`; None for every train label) in full batches, repeated as often as needed (the train
+    split is much smaller).
+    """
+    unlabeled = image_dataset(split_files(examples_uri, "unlabeled") + split_files(examples_uri, "train"),
+                              unlabeled_batch_size, image_size, seed)
+    labeled = (labeled_dataset(split_files(examples_uri, "train"), labeled_batch_size, image_size, seed,
+                               shuffle=True, keep_paths=keep_paths)
+               .unbatch().repeat().batch(labeled_batch_size, drop_remainder=True))
+    return tf.data.Dataset.zip((unlabeled, labeled))
+
+
+def semi_supervised_steps(sizes: Dict[str, int], unlabeled_batch_size: int) -> int:
+    """Steps per epoch of a semi-supervised stage: one pass over the unlabeled and train images.
+
+    Raises:
+      ValueError: fewer unlabeled and train images than one batch.
+    """
+    images = sizes["unlabeled"] + sizes["train"]
+    if images < unlabeled_batch_size:
+        raise ValueError(
+            f"config key 'training.batch_size': {unlabeled_batch_size} is larger than the {images} unlabeled and "
+            "train images of the semi-supervised stages"
+        )
+    return images // unlabeled_batch_size

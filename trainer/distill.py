@@ -182,13 +182,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
     Raises:
       ValueError: fewer unlabeled and train images than `training.batch_size`.
     """
-    images = sizes["unlabeled"] + sizes["train"]
-    if images < config.batch_size:
-        raise ValueError(
-            f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
-            "for distillation"
-        )
-    steps_per_epoch = images // config.batch_size
+    steps_per_epoch = data.semi_supervised_steps(sizes, config.batch_size)
     seed = config.seed + 2  # pretraining uses the seed, fine-tuning seed + 1
     with strategy.scope():
         student_encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
@@ -205,12 +199,8 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.distill_learning_rate,
                                                            config.distill_epochs * steps_per_epoch))
-    unlabeled_files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
-    unlabeled = data.image_dataset(unlabeled_files, config.batch_size, config.image_size, seed)
-    # Full labeled batches, as many as there are unlabeled batches (the train split is much smaller).
-    labeled = (data.labeled_dataset(data.split_files(examples_uri, "train"), config.finetune_batch_size,
-                                    config.image_size, seed, shuffle=True, keep_paths=keep_paths)
-               .unbatch().repeat().batch(config.finetune_batch_size, drop_remainder=True))
+    batches = data.unlabeled_and_labeled_batches(examples_uri, config.batch_size, config.finetune_batch_size,
+                                                 config.image_size, seed, keep_paths)
     eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size, seed,
                                         shuffle=False)
     callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
@@ -218,7 +208,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
           f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "
           f"temperature {config.distill_temperature}, student from "
           f"{'the teacher' if encoder_weights is None else 'the pretrained encoder'}", flush=True)
-    history = model.fit(distribute.shard_by_data(tf.data.Dataset.zip((unlabeled, labeled))),
+    history = model.fit(distribute.shard_by_data(batches),
                         validation_data=distribute.shard_by_data(eval_dataset), epochs=config.distill_epochs,
                         callbacks=callbacks, verbose=2)
     return student, {f"{PHASE}/{key}": [float(value) for value in values] for key, values in history.history.items()}

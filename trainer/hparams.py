@@ -132,14 +132,23 @@ class TrainingConfig:
     distill_learning_rate: float = 1e-3
     distill_labeled_weight: float = 0.5
 
+    # Semi-supervised fine-tuning with confident pseudo-labels on the unlabeled images (trainer/fixmatch.py),
+    # after fine-tuning and before distillation.
+    fixmatch_epochs: int = 0
+    fixmatch_threshold: float = 0.95
+    fixmatch_unlabeled_weight: float = 1.0
+    fixmatch_learning_rate: float = 1e-3
+    fixmatch_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
+
     knn_k: int = 20
     monitor_every_epochs: int = 1
     collapse_std_threshold: float = 0.01
     seed: int = 42
     strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
     tpu_address: Optional[str] = None
-    # float32 until the accuracy of mixed precision is measured on cifar10-ssl; then `auto`.
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    # `auto`: the precision the hardware is fast at (trainer/precision.py). mixed_bfloat16 was measured within
+    # 0.4 points of float32 on cifar10-ssl (docs/benchmarks.md section 7).
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
 
     def __post_init__(self) -> None:
         prefix = "training."
@@ -154,7 +163,8 @@ class TrainingConfig:
         ):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be a positive integer, got {value}")
-        for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs", "distill_epochs"):
+        for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs", "distill_epochs",
+                    "fixmatch_epochs"):
             value = getattr(self, key)
             require(value >= 0, prefix + key, f"must be zero or more, got {value}")
         require(
@@ -163,7 +173,8 @@ class TrainingConfig:
             "linear_epochs + finetune_epochs must be at least 1 so that a classifier is trained",
         )
         for key in ("pretrain_learning_rate", "linear_learning_rate", "finetune_learning_rate",
-                    "baseline_learning_rate", "temperature", "distill_temperature", "distill_learning_rate"):
+                    "baseline_learning_rate", "temperature", "distill_temperature", "distill_learning_rate",
+                    "fixmatch_learning_rate"):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be greater than 0, got {value}")
         require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")
@@ -173,6 +184,10 @@ class TrainingConfig:
                 "must not be empty")
         require(self.distill_labeled_weight >= 0, prefix + "distill_labeled_weight",
                 f"must be zero or more, got {self.distill_labeled_weight}")
+        require(0.0 < self.fixmatch_threshold <= 1.0, prefix + "fixmatch_threshold",
+                f"must be in (0, 1], got {self.fixmatch_threshold}")
+        require(self.fixmatch_unlabeled_weight >= 0, prefix + "fixmatch_unlabeled_weight",
+                f"must be zero or more, got {self.fixmatch_unlabeled_weight}")
         require(
             0.0 <= self.byol_base_ema < 1.0, prefix + "byol_base_ema", f"must be in [0, 1), got {self.byol_base_ema}"
         )
@@ -184,7 +199,7 @@ class TrainingConfig:
         minimum = min_image_size(self.encoder)
         require(self.image_size >= minimum, prefix + "image_size",
                 f"must be at least {minimum} pixels for encoder {self.encoder!r}, got {self.image_size}")
-        for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak")):
+        for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak"), ("fixmatch_augment", "strong")):
             try:
                 settings = augment_settings(preset, getattr(self, key))
             except ConfigError as error:
@@ -211,8 +226,15 @@ class TrainingConfig:
 
     def baseline_dict(self) -> dict:
         """What the BaselineTrainer's custom_config holds: only the settings it reads (BASELINE_FIELDS), so
-        that a change of method, pretraining or candidate-only setting reuses the cached baseline."""
-        return {key: value for key, value in self.to_dict().items() if key in BASELINE_FIELDS}
+        that a change of method, pretraining or candidate-only setting reuses the cached baseline.
+
+        When the candidate has semi-supervised stages (FixMatch, distillation), which train on labeled
+        batches too, the baseline gets as many more epochs over the labels (trainer/run.py), so it also
+        holds the settings that count those batches (SEMI_SUPERVISED_COUNT_FIELDS)."""
+        fields = BASELINE_FIELDS
+        if self.fixmatch_epochs or self.distill_epochs:
+            fields += SEMI_SUPERVISED_COUNT_FIELDS
+        return {key: value for key, value in self.to_dict().items() if key in fields}
 
     def pretraining_dict(self) -> dict:
         """What the Pretrainer's custom_config holds: every setting except those only fine-tuning reads
@@ -227,10 +249,14 @@ BASELINE_FIELDS = (
     "seed", "strategy", "tpu_address", "precision",
 )
 
+# What the number of labeled batches of the candidate's semi-supervised stages depends on (besides the data).
+SEMI_SUPERVISED_COUNT_FIELDS = ("batch_size", "fixmatch_epochs", "distill_epochs")
+
 # Settings that only the classifier Trainers read (fine-tuning, the baseline, distillation, the label
 # budget). Everything else may change the pretrained encoder and is part of the Pretrainer's cache key.
 FINETUNING_ONLY_FIELDS = (
     "finetune_augment", "finetune_batch_size", "labels_per_class", "linear_epochs", "linear_learning_rate",
     "finetune_epochs", "finetune_learning_rate", "baseline_learning_rate", "distill_epochs",
-    "distill_temperature", "distill_learning_rate", "distill_labeled_weight",
+    "distill_temperature", "distill_learning_rate", "distill_labeled_weight", "fixmatch_epochs", "fixmatch_threshold",
+    "fixmatch_unlabeled_weight", "fixmatch_learning_rate", "fixmatch_augment",
 )

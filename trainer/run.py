@@ -6,9 +6,11 @@ reads, `TrainingConfig.pretraining_dict`) plus `role`:
   (trainer/pretrain.py); exports the encoder artifact (trainer/encoder_artifact.py);
 - "candidate": the Pretrainer's encoder (the Trainer's `base_model`), then linear head +
   whole-network fine-tuning on the labeled train images (at most `training.labels_per_class` per
-  class), then distillation when `training.distill_epochs` > 0;
+  class), then FixMatch on the unlabeled images when `training.fixmatch_epochs` > 0 (trainer/fixmatch.py),
+  then distillation when `training.distill_epochs` > 0 (trainer/distill.py);
 - "baseline": the same encoder architecture from random weights, trained on the same labeled
-  images, with as many epochs as the candidate's linear + fine-tuning phases.
+  images, with as many epochs as the candidate's linear + fine-tuning phases, plus enough epochs for as many
+  labeled batches as the candidate's FixMatch and distillation stages train on.
 Both classifiers export the same SavedModel signatures (trainer/export.py) and write `history.json`
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact, one
 folder per training phase, named as the phase's history keys (`linear/`, `finetune/`, `distill/`, ...).
@@ -32,7 +34,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distill, distribute, monitors, precision
+from trainer import checkpoints, data, distill, distribute, fixmatch, monitors, precision
 from trainer.augment import build_finetune_augmenter
 from trainer.encoder_artifact import describe, load_encoder, save_encoder, weights_digest
 from trainer.encoders import build_encoder, encoder_outputs_sequence
@@ -116,6 +118,15 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size,
                                         config.seed, shuffle=False)
     steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
+    matched_epochs = 0
+    if role == BASELINE:
+        # The candidate's semi-supervised stages train on labeled batches too: the baseline gets as many more
+        # batches of its labels, in whole epochs, so that it sees the labels at least as often.
+        matched_epochs = math.ceil(fixmatch.labeled_batches(config, sizes) / steps_per_epoch)
+        if matched_epochs:
+            print(f"[selfsup] baseline: {matched_epochs} more epochs over the labels, as many labeled batches as the "
+                  "candidate's FixMatch and distillation stages train on", flush=True)
+            config = dataclasses.replace(config, finetune_epochs=config.finetune_epochs + matched_epochs)
     callbacks = [
         monitors.FailOnNanLoss(),
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
@@ -134,6 +145,12 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             from_scratch=(role == BASELINE),
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
+    if role == CANDIDATE and config.fixmatch_epochs > 0:
+        started = time.monotonic()
+        history.update(fixmatch.fixmatch_classifier(
+            config, strategy, classifier, examples_uri, sizes, log_dir,
+            checkpoints.EpochBackup(backup_dir, backup_save_dir, "fixmatch"), keep_paths=keep_paths))
+        timings["fixmatch_seconds"] = round(time.monotonic() - started, 1)
     if distilling:  # the fine-tuned classifier becomes the teacher; the student is the candidate
         started = time.monotonic()
         classifier, distill_history = distill.distill_classifier(
@@ -141,8 +158,10 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"), keep_paths=keep_paths)
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
-    return classifier, {"history": history, "timings": timings, "encoder": encoder_record,
-                        "labeled_train_images": train_images}
+    record = {"history": history, "timings": timings, "encoder": encoder_record, "labeled_train_images": train_images}
+    if role == BASELINE:
+        record["matched_epochs"] = matched_epochs
+    return classifier, record
 
 
 def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str,

@@ -14,9 +14,10 @@ PRETRAIN_PHASE = "pretrain"
 KNN_KEY = f"{PRETRAIN_PHASE}/knn_accuracy"
 PROBE_KEY = f"{PRETRAIN_PHASE}/probe_accuracy"
 # (history prefix, what the phase trains), in the order each Trainer runs them (trainer/finetune.py,
-# trainer/distill.py).
+# trainer/fixmatch.py, trainer/distill.py).
 TRAINING_PHASES = {
-    "candidate": (("linear", "linear head"), ("finetune", "whole network"), ("distill", "distillation")),
+    "candidate": (("linear", "linear head"), ("finetune", "whole network"), ("fixmatch", "FixMatch"),
+                  ("distill", "distillation")),
     "baseline": (("supervised", "whole network"),),
 }
 

@@ -39,13 +39,16 @@ COLLAPSE_SIGNALS = {
     "pretrain/contrastive_accuracy": ("contrastive accuracy", "SimCLR: how often an image's other view is its "
                                       "most similar one in the batch; stuck near chance means no learning"),
 }
-# The fine-tuning charts' metric in each phase: the distillation phase's cross-entropy on the labeled batch
-# is `labeled_loss` (its `loss` adds the soft-target term); every phase's eval metrics are `val_*`.
+# The fine-tuning charts' metric in each phase: the semi-supervised phases' cross-entropy on the labeled batch
+# is `labeled_loss` (their `loss` adds the soft-target or pseudo-label term); every phase's eval metrics are `val_*`.
 FINETUNE_CURVES = {
     "accuracy": {"train": "accuracy", "validation": "val_accuracy"},
     "loss": {"train": "loss", "validation": "val_loss"},
 }
-DISTILL_TRAIN_METRIC = {"loss": "labeled_loss"}
+SEMI_SUPERVISED_TRAIN_METRIC = {"loss": "labeled_loss"}
+SEMI_SUPERVISED_PHASES = ("fixmatch", "distill")
+FIXMATCH_LOSSES = (("loss", "total"), ("unlabeled_loss", "pseudo-labels (strong views)"),
+                   ("labeled_loss", "labels (cross-entropy)"))
 DISTILL_LOSSES = (("loss", "total"), ("distillation_loss", "soft targets (teacher)"),
                   ("labeled_loss", "labels (cross-entropy)"))
 METRIC_LABELS = {"sparse_categorical_accuracy": "accuracy", "example_count": "examples"}
@@ -267,7 +270,8 @@ def _pretraining(history: Dict[str, List[float]], settings: Dict[str, Any]) -> D
 
 def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
     """Accuracy and loss of both classifiers against the classifier epoch, the candidate's phases marked;
-    the distillation objective and the teacher agreement when the candidate was distilled."""
+    FixMatch's objective and share of pseudo-labelled images, and the distillation objective and the teacher
+    agreement, when the candidate had those stages."""
     phases = {role: training_phases(histories[role], role) for role in ROLES}
     bands = [Band(phase.label, phase.first_epoch, phase.last_epoch) for phase in phases["candidate"]]
     charts = []
@@ -276,8 +280,9 @@ def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
         for role in ROLES:
             for split, key in keys.items():
                 metric_of_phase = {phase.name: key for phase in phases[role]}
-                if split == "train" and metric in DISTILL_TRAIN_METRIC:
-                    metric_of_phase["distill"] = DISTILL_TRAIN_METRIC[metric]
+                if split == "train" and metric in SEMI_SUPERVISED_TRAIN_METRIC:
+                    metric_of_phase.update({phase: SEMI_SUPERVISED_TRAIN_METRIC[metric]
+                                            for phase in SEMI_SUPERVISED_PHASES})
                 epochs, values = phase_curve(histories[role], phases[role], metric_of_phase)
                 if values:
                     series.append(Series(f"{role} {split}", values, ROLE_COLORS[role], dashed=(split == "validation"),
@@ -285,6 +290,17 @@ def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
         if series:
             charts.append(_chart(f"Classifier training {metric}", series, "epoch", metric, bands=bands))
     candidate = histories["candidate"]
+    fixmatch_charts = []
+    losses = [Series(label, candidate[f"fixmatch/{key}"], color, dashed=(key == "loss"))
+              for (key, label), color in zip(FIXMATCH_LOSSES, ("#222222", "#1b9e77", "#e7298a"))
+              if candidate.get(f"fixmatch/{key}")]
+    if losses:
+        fixmatch_charts.append(_chart("FixMatch loss", losses, "FixMatch epoch", "loss"))
+    if candidate.get("fixmatch/confident_fraction"):
+        fixmatch_charts.append(_chart(
+            "FixMatch: unlabeled images with a pseudo-label",
+            [Series("share above the confidence threshold", candidate["fixmatch/confident_fraction"],
+                    ROLE_COLORS["candidate"])], "FixMatch epoch", "share"))
     distill_charts = []
     losses = [Series(label, candidate[f"distill/{key}"], color, dashed=(key == "loss"))
               for (key, label), color in zip(DISTILL_LOSSES, ("#222222", "#1b9e77", "#e7298a"))
@@ -296,7 +312,7 @@ def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
             "Distillation: agreement with the teacher",
             [Series("student's class = teacher's (unlabeled images)", candidate["distill/teacher_agreement"],
                     ROLE_COLORS["candidate"])], "distillation epoch", "agreement"))
-    return {"charts": charts, "distill_charts": distill_charts, "phases": phases}
+    return {"charts": charts, "fixmatch_charts": fixmatch_charts, "distill_charts": distill_charts, "phases": phases}
 
 
 def _listed(rows: Optional[List[Any]]) -> Optional[Dict[str, Any]]:
