@@ -9,7 +9,10 @@ What it measures (images per second; each image counted once, with its two augme
 * some variants also fed from the real TFRecords through `trainer.data.image_dataset` (decode +
   batch + prefetch), to show whether the input pipeline slows the step down;
 * some variants also on the augmentation alone (the two views, no encoder): its share of the step;
-* a matmul / conv2d micro-benchmark in float32 and bfloat16, to show what this CPU gains from bf16.
+* a matmul / conv2d micro-benchmark in float32 and bfloat16, to show what this CPU gains from bf16;
+* the utilisation of every train step: its FLOPs per image, counted from the ops of the traced
+  `train_step` (`bench.flops`), times its images/s, as a share of the micro-benchmark's highest
+  rate in the step's compute dtype (the "peak").
 
 How: the parent process (no TensorFlow) starts one long-lived worker process per variant (the mixed
 precision policy and XLA are per process). Each worker builds its model, compiles and warms it up,
@@ -24,9 +27,11 @@ through Keras's own `train_function` (what `fit` calls) and its traces are count
 measuring would mean Python work per step.
 
 Nothing in `trainer/` is changed: mixed precision is set with
-`keras.mixed_precision.set_global_policy(...)` and XLA with `model.compile(jit_compile=True)` inside
-the worker. A variant that fails to build or compile is reported with the error and, for XLA, the ops
-XLA could not compile.
+`keras.mixed_precision.set_global_policy(...)`, XLA with `model.compile(jit_compile=True)` and a
+MirroredStrategy (Variant.strategy) with `trainer.distribute.build_strategy` inside the worker. A
+variant that fails to build or compile is reported with the error and, for XLA, the ops XLA could not
+compile. The workers and rounds (`start_workers`, `measure_rounds`, `summarize_measurements`,
+`utilisation`) are also what `bench.gpu_check` runs.
 """
 
 import argparse
@@ -36,18 +41,30 @@ import json
 import os
 import pathlib
 import platform
+import queue
 import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTOCOL_PREFIX = "BENCH "
-MEMORY, TFRECORD, AUGMENT_ONLY = "memory", "tfrecord", "augment_only"
-PROBE_FEEDS = ("matmul_float32", "matmul_bfloat16", "conv_float32", "conv_bfloat16", "conv_grad_float32",
-               "conv_grad_bfloat16")
+MEMORY, TFRECORD, AUGMENT_ONLY, TFRECORD_ONLY = "memory", "tfrecord", "augment_only", "tfrecord_only"
+STEP_FEEDS = (MEMORY, TFRECORD)
+PROBE_OPERATIONS = ("matmul", "conv", "conv_grad")
+# The dtype the matrix units compute in under each Keras dtype policy: the probe's peak to compare with.
+COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
+
+
+def probe_feeds(dtypes: Sequence[str]) -> Tuple[str, ...]:
+    """The micro-benchmark's feeds ("matmul_float32", ...) for these dtypes."""
+    return tuple(f"{operation}_{dtype}" for operation in PROBE_OPERATIONS for dtype in dtypes)
+
+
+PROBE_FEEDS = probe_feeds(("float32", "bfloat16"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +78,11 @@ class Variant:
       ("auto", which Keras resolves to no XLA on a CPU-only machine, as in `selfsup run`).
     feeds: what is measured: "memory" (the train step on decoded images held in memory), "tfrecord"
       (the train step fed by trainer.data.image_dataset from the TFRecords), "augment_only" (only the
-      two augmented views of a memory batch, no encoder: the augmentation's share of the step).
+      two augmented views of a memory batch, no encoder: the augmentation's share of the step),
+      "tfrecord_only" (only trainer.data.image_dataset's batches, no step: what the input pipeline can
+      feed); for the probe, `probe_feeds(dtypes)`.
+    strategy: "default" or "mirrored" (tf.distribute.MirroredStrategy over every visible GPU, built by
+      trainer.distribute; the model is built and the batches are split across its replicas).
     """
 
     name: str
@@ -69,6 +90,7 @@ class Variant:
     precision: str = "float32"
     xla: bool = False
     feeds: Tuple[str, ...] = (MEMORY,)
+    strategy: str = "default"
 
 
 ALL_VARIANTS = (
@@ -92,6 +114,7 @@ FULL_VARIANTS = ALL_VARIANTS[:9]
 QUICK_VARIANTS = (
     Variant("reference", "reference"),
     Variant("simclr", "simclr", feeds=(MEMORY, TFRECORD)),
+    Variant("probe", "probe", feeds=probe_feeds(("float32",))),
 )
 # Ratios reported, as (numerator, denominator) of (variant, feed) pairs measured in the same round.
 BASELINE = ("reference", MEMORY)
@@ -166,21 +189,22 @@ def _datasets(feeds: Sequence[str], tfrecords: str, batch_size: int, image_size:
         images = tf.concat(list(source), axis=0)
         datasets[MEMORY] = (tf.data.Dataset.from_tensor_slices(images).batch(batch_size, drop_remainder=True)
                             .cache().repeat().prefetch(2))
-    if TFRECORD in feeds:
+    if TFRECORD in feeds or TFRECORD_ONLY in feeds:
         datasets[TFRECORD] = data.image_dataset([tfrecords], batch_size, image_size, seed).repeat()
     return datasets
 
 
 def _probe_worker(args, variant: Variant) -> None:
-    """Micro-benchmark in float32 and bfloat16: a 1024^2 matmul, and the encoder's second convolution
-    (3x3, 128 -> 128 channels, stride 2, on 16x16 maps) forward, and forward + both gradients."""
+    """Micro-benchmark in the dtypes of the variant's feeds (float32, bfloat16, float16): a square matmul
+    (--probe-matmul-size), and the encoder's second convolution (3x3, 128 -> 128 channels, stride 2, on
+    16x16 maps) forward, and forward + both gradients."""
     import tensorflow as tf
 
-    matmul_n = 256 if args.quick else 1024
+    matmul_n = args.probe_matmul_size
     conv_batch = 32 if args.quick else 512
     conv_flops = 2 * conv_batch * 8 * 8 * 128 * 9 * 128
     operations = {}
-    for dtype_name in ("float32", "bfloat16"):
+    for dtype_name in dict.fromkeys(feed.rsplit("_", 1)[1] for feed in variant.feeds):
         dtype = tf.as_dtype(dtype_name)
         a = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=1), dtype)
         b = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=2), dtype)
@@ -228,6 +252,31 @@ def _probe_worker(args, variant: Variant) -> None:
                          "loss": None, "steps": repeats[feed]})
 
 
+def _strategy(name: str):
+    """(the tf.distribute strategy called `name`, the devices its replicas run on)."""
+    import tensorflow as tf
+
+    if name == "default":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.get_strategy(), [gpus[0].name if gpus else "/device:CPU:0"]
+    from trainer.distribute import build_strategy
+
+    strategy = build_strategy(name)
+    return strategy, list(strategy.extended.worker_devices)
+
+
+def _count_flops(model, train_step, variant: Variant, batch_size: int, image_size: int) -> Optional[dict]:
+    """The train step's FLOPs (bench.flops, traced under the default strategy: None under another one,
+    whose replicas run the same ops per image) and the encoder's forward FLOPs per image."""
+    from bench.flops import train_step_flops
+    from trainer.encoders import forward_flops
+
+    if variant.strategy != "default":
+        return None
+    counted = train_step_flops(train_step, batch_size, image_size)
+    return {**counted, "encoder_forward_per_image": forward_flops(model.encoder)}
+
+
 def _cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -252,9 +301,11 @@ def worker_main(args) -> int:
         if variant.precision != "float32":
             keras.mixed_precision.set_global_policy(variant.precision)
         keras.utils.set_random_seed(args.seed)
+        strategy, replica_devices = _strategy(variant.strategy)
         datasets = _datasets(variant.feeds, args.tfrecords, args.batch_size, args.image_size, args.seed,
                              args.memory_images)
-        model, loss_key = _build_model(variant, args.batch_size, args.image_size, args.width, args.seed)
+        with strategy.scope():
+            model, loss_key = _build_model(variant, args.batch_size, args.image_size, args.width, args.seed)
         traces = {"count": 0}
         train_step = model.train_step
 
@@ -264,7 +315,13 @@ def worker_main(args) -> int:
 
         model.train_step = counted_train_step
         model.make_train_function()
-        iterators = {feed: iter(datasets[MEMORY if feed == AUGMENT_ONLY else feed]) for feed in variant.feeds}
+        sources = {AUGMENT_ONLY: MEMORY, TFRECORD_ONLY: TFRECORD}
+        iterators = {}
+        for feed in variant.feeds:
+            dataset = datasets[sources.get(feed, feed)]
+            # The train step of a MirroredStrategy takes a distributed iterator (as fit makes one).
+            distributed = feed in STEP_FEEDS and variant.strategy != "default"
+            iterators[feed] = iter(strategy.experimental_distribute_dataset(dataset) if distributed else dataset)
         augmenter = model.contrastive_augmenter if variant.model == "reference" else model.augmenter
 
         # Only the two views (what the train step does before the encoder), compiled like the step.
@@ -284,6 +341,10 @@ def worker_main(args) -> int:
                 for _ in range(steps):
                     value = augment_step(iterator)
                 return float(value.numpy())
+            if feed == TFRECORD_ONLY:
+                for _ in range(steps):
+                    batch = next(iterator)
+                return float(batch[0, 0, 0, 0])
             logs = None
             for _ in range(steps):
                 logs = model.train_function(iterator)
@@ -299,6 +360,7 @@ def worker_main(args) -> int:
             started = time.perf_counter()
             run_steps(feed, args.warmup_steps)
             step_seconds[feed] = (time.perf_counter() - started) / args.warmup_steps if args.warmup_steps else None
+        flops = _count_flops(model, train_step, variant, args.batch_size, args.image_size)
     except Exception as error:  # a variant that cannot build or compile is a result, not a crash
         _send("FAILED", describe_failure(error))
         return 1
@@ -309,7 +371,8 @@ def worker_main(args) -> int:
         "layers_without_jit": sorted(f"{type(layer).__name__} ({layer.name})" for layer in model._flatten_layers()
                                      if not getattr(layer, "supports_jit", True)),
         "policy": keras.mixed_precision.global_policy().name, "peak_rss_mb": _peak_rss_mb(),
-        "encoder_parameters": int(model.encoder.count_params()),
+        "encoder_parameters": int(model.encoder.count_params()), "flops": flops,
+        "replicas": strategy.num_replicas_in_sync, "replica_devices": replica_devices,
     })
     for line in sys.stdin:
         command = line.split()
@@ -336,7 +399,11 @@ def worker_main(args) -> int:
 # ----------------------------------------------------------------------------------------------
 
 class Worker:
-    """A worker subprocess speaking the line protocol (BENCH READY/RESULT/FAILED {json})."""
+    """A worker subprocess speaking the line protocol (BENCH READY/RESULT/FAILED {json}).
+
+    `wait_ready` and `measure` take an optional timeout in seconds: a worker that does not answer in
+    time is killed and reported as failed (WorkerTimeout).
+    """
 
     def __init__(self, variant: Variant, settings: dict, log_path: pathlib.Path):
         self.variant = variant
@@ -346,7 +413,7 @@ class Worker:
         spec = json.dumps(dataclasses.asdict(variant))
         command = [sys.executable, "-m", "bench.throughput", "--worker", spec]
         for key in ("batch_size", "image_size", "width", "seed", "warmup_steps", "memory_images", "tfrecords",
-                    "probe_seconds"):
+                    "probe_seconds", "probe_matmul_size"):
             command += [f"--{key.replace('_', '-')}", str(settings[key])]
         if settings["quick"]:
             command.append("--quick")
@@ -354,12 +421,29 @@ class Worker:
         self._log = open(log_path, "w")
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self._log, text=True, env=env, bufsize=1)
+        self._messages: "queue.Queue[Optional[Tuple[str, dict]]]" = queue.Queue()
+        threading.Thread(target=self._pump, name=f"worker-{variant.name}", daemon=True).start()
 
-    def _read(self) -> Tuple[str, dict]:
+    def _pump(self) -> None:
+        """Puts every protocol message of the worker's stdout on the queue, then None at its end."""
         for line in self.process.stdout:
             if line.startswith(PROTOCOL_PREFIX):
                 kind, _, payload = line[len(PROTOCOL_PREFIX):].partition(" ")
-                return kind, json.loads(payload)
+                self._messages.put((kind, json.loads(payload)))
+        self._messages.put(None)
+
+    def _read(self, timeout: Optional[float] = None) -> Tuple[str, dict]:
+        try:
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            self.process.kill()
+            self.process.wait()
+            return "FAILED", {"error_type": "WorkerTimeout", "error": f"no answer in {timeout:.0f} s: the worker was "
+                              f"stopped; stderr tail:\n{self._stderr_tail()}", "xla_unsupported_ops": [],
+                              "ops_without_kernel": []}
+        if message is not None:
+            return message
+        self._messages.put(None)
         self.process.wait()
         return "FAILED", {"error_type": "WorkerExit", "error": f"worker exited with code {self.process.returncode}; "
                           f"stderr tail:\n{self._stderr_tail()}", "xla_unsupported_ops": [],
@@ -369,8 +453,8 @@ class Worker:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-characters:]
 
-    def wait_ready(self) -> bool:
-        kind, payload = self._read()
+    def wait_ready(self, timeout: Optional[float] = None) -> bool:
+        kind, payload = self._read(timeout)
         if kind == "READY":
             self.ready = payload
             return True
@@ -378,10 +462,10 @@ class Worker:
         self.stop()
         return False
 
-    def measure(self, feed: str, steps: int) -> Optional[dict]:
+    def measure(self, feed: str, steps: int, timeout: Optional[float] = None) -> Optional[dict]:
         self.process.stdin.write(f"run {feed} {steps}\n")
         self.process.stdin.flush()
-        kind, payload = self._read()
+        kind, payload = self._read(timeout)
         if kind == "RESULT":
             return payload
         self.failure = payload
@@ -497,10 +581,10 @@ def ratio_pairs(measured: List[Tuple[str, str]]) -> List[Tuple[Tuple[str, str], 
     return pairs
 
 
-def format_report(result: dict) -> str:
+def format_report(result: dict, title: str = "selfsup throughput benchmark") -> str:
     lines = []
     machine = result["machine"]
-    lines.append(f"selfsup throughput benchmark, {result['date']} on {machine['hostname']}: {machine['nproc']} CPUs, "
+    lines.append(f"{title}, {result['date']} on {machine['hostname']}: {machine['nproc']} CPUs, "
                  f"{machine['cpu_model']}, TF {result.get('tensorflow')}, Keras {result.get('keras')}")
     flags = ", ".join(f"{flag}={'yes' if present else 'no'}" for flag, present in machine["cpu_flags"].items())
     lines.append(f"CPU flags: {flags}")
@@ -510,7 +594,9 @@ def format_report(result: dict) -> str:
                  f"{' (QUICK smoke mode: not a measurement)' if settings['quick'] else ''}")
     lines.append("")
     header = (f"{'variant':<26}{'feed':<17}{'rate min':>10}{'median':>10}{'max':>10}  {'unit':<9}"
-              f"{'per CPU-s':>10}{'1st step s':>11}{'retraces':>9}  {'XLA':<6}{'policy':<15}")
+              f"{'per CPU-s':>10}{'1st step s':>11}{'retraces':>9}  {'XLA':<6}{'policy':<15}"
+              f"{'MFLOP/img':>10}{'GFLOP/s':>9}{'% peak':>8}")
+    usage = result.get("utilisation", {})
     lines.append(header)
     lines.append("-" * len(header))
     for variant in result["variants"]:
@@ -531,7 +617,7 @@ def format_report(result: dict) -> str:
                 f"{name:<26}{feed:<17}{stats['rate']['min']:>10.1f}{stats['rate']['median']:>10.1f}"
                 f"{stats['rate']['max']:>10.1f}  {stats['unit']:<9}{stats['rate_per_cpu_second']['median']:>10.1f}"
                 f"{first:>11.1f}{str(variant.get('retraces_while_measured')):>9}  {xla:<6}"
-                f"{str(variant.get('policy')):<15}"
+                f"{str(variant.get('policy')):<15}{_utilisation_columns(usage.get(f'{name}[{feed}]'))}"
             )
     refused = [variant for variant in result["variants"] if variant.get("xla") and variant["status"] == "ok"
                and not variant.get("jit_compile")]
@@ -539,6 +625,7 @@ def format_report(result: dict) -> str:
         layers = ", ".join(variant.get("layers_without_jit") or []) or "see the worker log"
         lines.append(f"XLA off! {variant['name']}: jit_compile=True was refused by Keras (layers with "
                      f"supports_jit=False: {layers}); it ran without XLA")
+    lines.extend(_utilisation_notes(result["variants"], usage))
     lines.append("")
     lines.append(f"{'ratio (same round)':<62}{'per wall-clock second':>24}   {'per CPU-second':>24}")
     lines.append(f"{'':<62}{'min':>8}{'median':>8}{'max':>8}   {'min':>8}{'median':>8}{'max':>8}")
@@ -553,6 +640,37 @@ def format_report(result: dict) -> str:
                  f"max {load['max']:.2f} on {machine['nproc']} CPUs; CPU share of the measured worker: median "
                  f"{result['cpu_share']['median']:.2f} cores")
     return "\n".join(lines)
+
+
+def _utilisation_columns(usage: Optional[dict]) -> str:
+    """MFLOP/img, GFLOP/s and % of the peak of one train-step row (blank for other rows)."""
+    if not usage:
+        return ""
+    share = f"{100 * usage['share_of_peak']:>8.1f}" if usage["share_of_peak"] is not None else f"{'-':>8}"
+    return f"{usage['flops_per_image'] / 1e6:>10.1f}{usage['achieved_gflops']:>9.1f}{share}"
+
+
+def _utilisation_notes(variants: List[dict], usage: Dict[str, dict]) -> List[str]:
+    """Where the FLOPs and the peaks come from, under the table."""
+    if not usage:
+        return []
+    lines = ["MFLOP/img: one train step's FLOPs per image, counted from the ops of the traced train_step "
+             "(bench.flops; the two views, forward, gradients, optimizer); encoder forward per image:"]
+    for variant in variants:
+        flops = variant.get("flops")
+        if flops and flops.get("encoder_forward_per_image"):
+            forward, step = flops["encoder_forward_per_image"], flops["per_image"]
+            lines.append(f"  {variant['name']}: {forward / 1e6:.1f} MFLOP forward, step {step / 1e6:.1f} MFLOP = "
+                         f"{step / forward:.2f} x forward")
+    peaks = sorted({(row["compute_dtype"], row["peak_gflops"] / row["replicas"], row["peak_from"])
+                    for row in usage.values() if row["peak_gflops"]})
+    for dtype, peak, source in peaks:
+        lines.append(f"% peak: achieved GFLOP/s / the probe's highest median rate in {dtype}: {peak:.1f} GFLOP/s "
+                     f"({source}) per replica")
+    missing = sorted({row["compute_dtype"] for row in usage.values() if not row["peak_gflops"]})
+    if missing:
+        lines.append(f"% peak not given for {', '.join(missing)}: the probe did not run in that dtype")
+    return lines
 
 
 def steps_for(worker: "Worker", feed: str, steps: int, max_seconds: float) -> int:
@@ -581,6 +699,135 @@ def output_path(output: str, prefix: str = "selfsup_throughput") -> pathlib.Path
     return path / f"{prefix}_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
 
 
+def seconds_until(deadline: Optional[float]) -> Optional[float]:
+    """Seconds left until `deadline` (a time.time() value; at least 1), or None without a deadline."""
+    return None if deadline is None else max(1.0, deadline - time.time())
+
+
+def start_workers(variants: Sequence[Variant], settings: dict, log_dir: pathlib.Path, building_at_once: int = 2,
+                  deadline: Optional[float] = None, prefix: str = "[bench]") -> List[Worker]:
+    """One worker per variant, at most `building_at_once` building and compiling at a time; returns when every
+    worker is ready (idle, waiting for commands) or has failed (a worker not ready by `deadline`, a time.time()
+    value, is stopped and counts as failed)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    print(f"{prefix} starting {len(variants)} workers (build, compile, warm up); logs in {log_dir}", flush=True)
+    workers = []
+    for index, variant in enumerate(variants):
+        if index >= building_at_once:  # nothing is measured yet
+            workers[index - building_at_once].wait_ready(seconds_until(deadline))
+        workers.append(Worker(variant, settings, log_dir / f"{variant.name}.log"))
+    for worker in workers:
+        if worker.ready is None and worker.failure is None:
+            worker.wait_ready(seconds_until(deadline))
+    for worker in workers:
+        state = "ready" if worker.ready else f"FAILED: {worker.failure['error'].splitlines()[0][:200]}"
+        print(f"{prefix}   {worker.variant.name}: {state}", flush=True)
+    return workers
+
+
+def measure_rounds(workers: Sequence[Worker], rounds: int, steps: int, pause: float, max_seconds: float,
+                   deadline: Optional[float] = None, prefix: str = "[bench]",
+                   steps_by_feed: Optional[Dict[str, int]] = None) -> List[dict]:
+    """`rounds` rounds over every (variant, feed) pair of the ready workers, one worker at a time, in
+    `round_orders`; returns one measurement dict per pair and round (a worker that has not answered by
+    `deadline` is stopped and counts as failed). `steps_by_feed` gives some feeds another number of steps."""
+    live = [worker for worker in workers if worker.ready]
+    items = [(worker.variant.name, feed) for worker in live for feed in worker.variant.feeds]
+    by_name = {worker.variant.name: worker for worker in workers}
+    measurements = []
+    for round_index, order in enumerate(round_orders(items, rounds) if items else []):
+        for name, feed in order:
+            worker = by_name[name]
+            if worker.failure:
+                continue
+            time.sleep(pause)  # let the previous worker's prefetch threads go idle
+            feed_steps = (steps_by_feed or {}).get(feed, steps)
+            result = worker.measure(feed, steps_for(worker, feed, feed_steps, max_seconds), seconds_until(deadline))
+            if result is None:
+                print(f"{prefix} round {round_index + 1}: {name}[{feed}] FAILED", flush=True)
+                continue
+            rate = result["work"] / result["seconds"]
+            measurement = {"round": round_index, "variant": name, "feed": feed, "rate": rate,
+                           "rate_per_cpu_second": result["work"] / max(result["cpu_seconds"], 1e-9), **result}
+            measurements.append(measurement)
+            print(f"{prefix} round {round_index + 1}/{rounds} {name:<24} {feed:<16} {rate:9.1f} {result['unit']:<9} "
+                  f"cpu {result['cpu_seconds'] / result['seconds']:.2f} cores, load {result['load_before'][0]:.2f}",
+                  flush=True)
+    return measurements
+
+
+def stop_workers(workers: Sequence[Worker]) -> None:
+    """Asks every worker to quit first, then waits: they shut down in parallel."""
+    for worker in workers:
+        worker.request_quit()
+    for worker in workers:
+        worker.stop()
+
+
+def summarize_measurements(measurements: List[dict]) -> Dict[str, dict]:
+    """Per "variant[feed]": the unit, min / median / max of the rate (wall-clock and per CPU-second), the last loss."""
+    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
+    summary = {}
+    for name, feed in items:
+        rows = [m for m in measurements if m["variant"] == name and m["feed"] == feed]
+        summary[f"{name}[{feed}]"] = {
+            "variant": name, "feed": feed, "unit": rows[0]["unit"],
+            "rate": summarize([m["rate"] for m in rows]),
+            "rate_per_cpu_second": summarize([m["rate_per_cpu_second"] for m in rows]),
+            "loss_last": rows[-1]["loss"],
+        }
+    return summary
+
+
+def variant_records(workers: Sequence[Worker], measurements: List[dict]) -> List[dict]:
+    """Each worker's variant, status, failure and READY payload (build details, FLOPs), for the JSON."""
+    return [
+        {**dataclasses.asdict(worker.variant), "status": "ok" if worker.ready and not worker.failure else "failed",
+         "failure": worker.failure, **(worker.ready or {}),
+         "retraces_while_measured": retraces(worker.variant.name, worker.ready, measurements)}
+        for worker in workers
+    ]
+
+
+def utilisation(variants: List[dict], summary: Dict[str, dict]) -> Dict[str, dict]:
+    """The FLOP utilisation of every train step measured (feeds memory and tfrecord).
+
+    Per "variant[feed]": the train step's FLOPs per image counted by bench.flops (a variant under another
+    strategy than the default takes those of the same model's default-strategy variant: the same ops
+    per image), the achieved GFLOP/s (median images/s x FLOPs per image), and its share of the peak: the
+    highest median rate of the probe's micro-benchmarks in the step's compute dtype (float32 for
+    float32, bfloat16 for mixed_bfloat16, float16 for mixed_float16) times the step's replicas. The peak
+    is None when the probe did not run in that dtype.
+    """
+    counted = {}
+    for variant in variants:
+        if variant.get("flops") and variant.get("flops").get("per_image"):
+            counted.setdefault(variant["model"], (variant["name"], variant["flops"]["per_image"]))
+    peaks = {}  # dtype -> (GFLOP/s, "variant[feed]")
+    for key, stats in summary.items():
+        if stats["unit"] == "GFLOP/s":
+            dtype = stats["feed"].rsplit("_", 1)[1]
+            if dtype not in peaks or stats["rate"]["median"] > peaks[dtype][0]:
+                peaks[dtype] = (stats["rate"]["median"], key)
+    by_name = {variant["name"]: variant for variant in variants}
+    result = {}
+    for key, stats in summary.items():
+        variant = by_name.get(stats["variant"])
+        if stats["feed"] not in STEP_FEEDS or not variant or variant["model"] not in counted:
+            continue
+        counted_in, flops_per_image = counted[variant["model"]]
+        achieved = stats["rate"]["median"] * flops_per_image / 1e9
+        dtype = COMPUTE_DTYPES.get(variant["precision"], variant["precision"])
+        replicas = variant.get("replicas") or 1
+        peak, peak_key = peaks.get(dtype, (None, None))
+        result[key] = {
+            "flops_per_image": flops_per_image, "flops_counted_in": counted_in, "achieved_gflops": achieved,
+            "compute_dtype": dtype, "replicas": replicas, "peak_gflops": peak * replicas if peak else None,
+            "peak_from": peak_key, "share_of_peak": achieved / (peak * replicas) if peak else None,
+        }
+    return result
+
+
 def parent_main(args) -> int:
     from bench import data_prep
 
@@ -594,6 +841,7 @@ def parent_main(args) -> int:
         "warmup_steps": 0 if quick else args.warmup_steps,
         "memory_images": 64 if quick else 2048,
         "probe_seconds": 0.2 if quick else args.probe_seconds,
+        "probe_matmul_size": 256 if quick else 1024,
         "quick": quick,
     }
     steps = min(args.steps, 2) if quick else args.steps
@@ -618,61 +866,16 @@ def parent_main(args) -> int:
               f"once, cached in {cache_dir})", flush=True)
         tfrecords = data_prep.cached_unlabeled_tfrecords(source, cache_dir, tfrecord_images)
     settings["tfrecords"] = tfrecords
-    log_dir = cache_dir / "worker_logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
 
-    print(f"[bench] starting {len(variants)} workers (build, compile, warm up); logs in {log_dir}", flush=True)
-    workers = []
-    for index, variant in enumerate(variants):
-        # At most two workers build and compile at a time (nothing is measured yet).
-        if index >= 2:
-            workers[index - 2].wait_ready()
-        workers.append(Worker(variant, settings, log_dir / f"{variant.name}.log"))
-    for worker in workers:
-        if worker.ready is None and worker.failure is None:
-            worker.wait_ready()
-    for worker in workers:
-        state = "ready" if worker.ready else f"FAILED: {worker.failure['error'].splitlines()[0][:200]}"
-        print(f"[bench]   {worker.variant.name}: {state}", flush=True)
+    workers = start_workers(variants, settings, cache_dir / "worker_logs")
+    measurements = measure_rounds(workers, rounds, steps, 0.0 if quick else args.pause, args.max_seconds)
+    stop_workers(workers)
 
-    live = [worker for worker in workers if worker.ready]
-    items = [(worker.variant.name, feed) for worker in live for feed in worker.variant.feeds]
-    by_name = {worker.variant.name: worker for worker in workers}
-    measurements = []
-    for round_index, order in enumerate(round_orders(items, rounds)):
-        for name, feed in order:
-            worker = by_name[name]
-            if worker.failure:
-                continue
-            time.sleep(0.0 if quick else args.pause)  # let the previous worker's prefetch threads go idle
-            result = worker.measure(feed, steps_for(worker, feed, steps, args.max_seconds))
-            if result is None:
-                print(f"[bench] round {round_index + 1}: {name}[{feed}] FAILED", flush=True)
-                continue
-            rate = result["work"] / result["seconds"]
-            measurement = {"round": round_index, "variant": name, "feed": feed, "rate": rate,
-                           "rate_per_cpu_second": result["work"] / max(result["cpu_seconds"], 1e-9), **result}
-            measurements.append(measurement)
-            print(f"[bench] round {round_index + 1}/{rounds} {name:<24} {feed:<16} {rate:9.1f} {result['unit']:<9} "
-                  f"cpu {result['cpu_seconds'] / result['seconds']:.2f} cores, load {result['load_before'][0]:.2f}",
-                  flush=True)
-    for worker in workers:  # ask every worker to quit first, then wait: they shut down in parallel
-        worker.request_quit()
-    for worker in workers:
-        worker.stop()
-
-    summary = {}
-    for name, feed in items:
-        rows = [m for m in measurements if m["variant"] == name and m["feed"] == feed]
-        if rows:
-            summary[f"{name}[{feed}]"] = {
-                "unit": rows[0]["unit"],
-                "rate": summarize([m["rate"] for m in rows]),
-                "rate_per_cpu_second": summarize([m["rate_per_cpu_second"] for m in rows]),
-                "loss_last": rows[-1]["loss"],
-            }
+    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
+    summary = summarize_measurements(measurements)
     loads = [m["load_before"][0] for m in measurements] + [m["load_after"][0] for m in measurements]
     any_ready = next((worker.ready for worker in workers if worker.ready and worker.ready.get("keras")), {})
+    variant_rows = variant_records(workers, measurements)
     result = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
@@ -680,14 +883,10 @@ def parent_main(args) -> int:
         "tensorflow": any_ready.get("tensorflow"),
         "keras": any_ready.get("keras"),
         "settings": {**settings, "steps": steps, "rounds": rounds, "tfrecord_images": tfrecord_images},
-        "variants": [
-            {**dataclasses.asdict(worker.variant), "status": "ok" if worker.ready and not worker.failure else "failed",
-             "failure": worker.failure, **(worker.ready or {}),
-             "retraces_while_measured": retraces(worker.variant.name, worker.ready, measurements)}
-            for worker in workers
-        ],
+        "variants": variant_rows,
         "measurements": measurements,
         "summary": summary,
+        "utilisation": utilisation(variant_rows, summary),
         "ratios": compute_ratios(measurements, ratio_pairs(items)),
         "ratios_per_cpu_second": compute_ratios(measurements, ratio_pairs(items), "rate_per_cpu_second"),
         "load": summarize(loads) if loads else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
@@ -732,6 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--image-size", type=int, default=32, help=argparse.SUPPRESS)
     parser.add_argument("--memory-images", type=int, default=2048, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-matmul-size", type=int, default=1024, help=argparse.SUPPRESS)
     return parser
 
 
@@ -743,6 +943,8 @@ def main(argv=None) -> int:
         result = json.loads(pathlib.Path(args.report).read_text())
         items = sorted({(m["variant"], m["feed"]) for m in result["measurements"]},
                        key=[(m["variant"], m["feed"]) for m in result["measurements"]].index)
+        result["summary"] = summarize_measurements(result["measurements"])
+        result["utilisation"] = utilisation(result["variants"], result["summary"])
         result["ratios"] = compute_ratios(result["measurements"], ratio_pairs(items))
         result["ratios_per_cpu_second"] = compute_ratios(result["measurements"], ratio_pairs(items),
                                                          "rate_per_cpu_second")
