@@ -44,18 +44,22 @@ def _image_files(folder: pathlib.Path):
 
 
 def sampled_folder(source: pathlib.Path, destination: pathlib.Path, unlabeled: int, labeled_per_class: int = 5,
-                   test_per_class: int = 2, max_classes: int = 2) -> pathlib.Path:
-    """A selfsup folder layout of symlinks: the first `unlabeled` unlabeled images of `source` and a few labeled.
+                   test_per_class: int = 2, max_classes: int = 2, spread: bool = False) -> pathlib.Path:
+    """A selfsup folder layout of symlinks: `unlabeled` unlabeled images of `source` and a few labeled.
 
-    Only the unlabeled split matters to the throughput benchmark; the labeled and test splits exist
-    because the folder layout requires them.
+    The unlabeled images are the first ones in file-name order, or with `spread` evenly spaced over that
+    order (cifar10-ssl's names start with the class: then every class is among them). Only the unlabeled
+    split matters to the throughput benchmark; the labeled and test splits (the first `labeled_per_class`
+    and `test_per_class` images of the first `max_classes` classes) exist because the layout requires them.
     """
     if destination.exists():
         shutil.rmtree(destination)
     unlabeled_files = _image_files(source / "unlabeled")
     if len(unlabeled_files) < unlabeled:
         raise ValueError(f"{source}/unlabeled has {len(unlabeled_files)} images, fewer than {unlabeled}")
-    for index, path in enumerate(unlabeled_files[:unlabeled]):
+    chosen = ([unlabeled_files[index * len(unlabeled_files) // unlabeled] for index in range(unlabeled)] if spread
+              else unlabeled_files[:unlabeled])
+    for index, path in enumerate(chosen):
         target = destination / "unlabeled" / f"{index:06d}{path.suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(path.resolve())
