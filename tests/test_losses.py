@@ -40,7 +40,7 @@ def random_views(batch_size, dim, seed, noise=1.0):
 @pytest.mark.parametrize("temperature", [0.1, 0.5, 1.0])
 def test_nt_xent_matches_reference(batch_size, temperature):
     projections_1, projections_2 = random_views(batch_size, dim=8, seed=batch_size)
-    loss = losses.nt_xent_loss(projections_1, projections_2, temperature)
+    loss = losses.nt_xent(projections_1, projections_2, temperature)[0]
     expected = reference_nt_xent_loss(projections_1, projections_2, temperature)
     assert loss.dtype == tf.float32
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -54,38 +54,38 @@ def test_nt_xent_logits_and_labels_shapes():
 
 
 def test_nt_xent_falls_when_positives_are_more_similar():
-    noisy = losses.nt_xent_loss(*random_views(32, dim=16, seed=1, noise=1.0), temperature=0.2)
-    cleaner = losses.nt_xent_loss(*random_views(32, dim=16, seed=1, noise=0.3), temperature=0.2)
-    clean = losses.nt_xent_loss(*random_views(32, dim=16, seed=1, noise=0.0), temperature=0.2)
+    noisy = losses.nt_xent(*random_views(32, dim=16, seed=1, noise=1.0), temperature=0.2)[0]
+    cleaner = losses.nt_xent(*random_views(32, dim=16, seed=1, noise=0.3), temperature=0.2)[0]
+    clean = losses.nt_xent(*random_views(32, dim=16, seed=1, noise=0.0), temperature=0.2)[0]
     assert noisy > cleaner > clean
 
 
 def test_nt_xent_computes_in_float32_for_low_precision_inputs():
     projections_1, projections_2 = random_views(batch_size=4, dim=8, seed=2)
-    loss = losses.nt_xent_loss(tf.cast(projections_1, tf.bfloat16), tf.cast(projections_2, tf.bfloat16), 0.5)
+    loss = losses.nt_xent(tf.cast(projections_1, tf.bfloat16), tf.cast(projections_2, tf.bfloat16), 0.5)[0]
     assert loss.dtype == tf.float32
     np.testing.assert_allclose(loss.numpy(), reference_nt_xent_loss(projections_1, projections_2, 0.5), atol=0.05)
 
 
 def test_nt_xent_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="same shape"):
-        losses.nt_xent_loss(tf.zeros([4, 8]), tf.zeros([4, 6]), 0.1)
+        losses.nt_xent(tf.zeros([4, 8]), tf.zeros([4, 6]), 0.1)[0]
     with pytest.raises(ValueError, match="rank 2"):
-        losses.nt_xent_loss(tf.zeros([4, 8, 1]), tf.zeros([4, 8, 1]), 0.1)
+        losses.nt_xent(tf.zeros([4, 8, 1]), tf.zeros([4, 8, 1]), 0.1)[0]
     with pytest.raises(ValueError, match="temperature"):
-        losses.nt_xent_loss(tf.zeros([4, 8]), tf.zeros([4, 8]), 0.0)
+        losses.nt_xent(tf.zeros([4, 8]), tf.zeros([4, 8]), 0.0)[0]
 
 
 def test_contrastive_accuracy_is_one_for_identical_well_separated_views():
     projections = tf.eye(8, 16) * 3.0
-    assert losses.contrastive_accuracy(projections, projections, 0.1).numpy() == 1.0
+    assert losses.nt_xent(projections, projections, 0.1)[1].numpy() == 1.0
 
 
 def test_contrastive_accuracy_is_low_for_unrelated_views():
     generator = np.random.default_rng(3)
     projections_1 = generator.normal(size=(64, 32)).astype(np.float32)
     projections_2 = generator.normal(size=(64, 32)).astype(np.float32)
-    assert losses.contrastive_accuracy(projections_1, projections_2, 0.1).numpy() < 0.2
+    assert losses.nt_xent(projections_1, projections_2, 0.1)[1].numpy() < 0.2
 
 
 def two_cpu_strategy():
@@ -103,7 +103,7 @@ def single_device_loss_and_gradients(inputs_1, inputs_2, kernel_value, temperatu
         projections_1 = tf.matmul(inputs_1, kernel)
         projections_2 = tf.matmul(inputs_2, kernel)
         tape.watch([projections_1, projections_2])
-        loss = losses.nt_xent_loss(projections_1, projections_2, temperature)
+        loss = losses.nt_xent(projections_1, projections_2, temperature)[0]
     kernel_gradient, projection_gradient_1, projection_gradient_2 = tape.gradient(
         loss, [kernel, projections_1, projections_2]
     )
@@ -132,7 +132,7 @@ def distributed_loss_and_gradients(strategy, inputs_1, inputs_2, kernel_value, t
             projections_1 = tf.matmul(local_inputs_1, kernel)
             projections_2 = tf.matmul(local_inputs_2, kernel)
             tape.watch([projections_1, projections_2])
-            loss = losses.nt_xent_loss(projections_1, projections_2, temperature)
+            loss = losses.nt_xent(projections_1, projections_2, temperature)[0]
             scaled_loss = loss / tf.distribute.get_replica_context().num_replicas_in_sync
         gradients = tape.gradient(scaled_loss, [kernel, projections_1, projections_2])
         return loss, *gradients
@@ -164,12 +164,27 @@ def test_nt_xent_under_mirrored_strategy_matches_single_device():
     actual = distributed_loss_and_gradients(strategy, inputs_1, inputs_2, kernel_value, temperature)
 
     # The gathered negatives make the replica losses differ from per-half losses.
-    half_batch_loss = losses.nt_xent_loss(inputs_1[:4] @ kernel_value, inputs_2[:4] @ kernel_value, temperature)
+    half_batch_loss = losses.nt_xent(inputs_1[:4] @ kernel_value, inputs_2[:4] @ kernel_value, temperature)[0]
     assert abs(float(half_batch_loss) - float(expected[0])) > 1e-3
     for name, actual_value, expected_value in zip(
         ["loss", "kernel gradient", "projection gradient 1", "projection gradient 2"], actual, expected
     ):
         np.testing.assert_allclose(actual_value.numpy(), expected_value.numpy(), atol=1e-5, err_msg=name)
+
+
+def test_nt_xent_gathers_the_views_once_for_the_loss_and_the_accuracy():
+    """One logits matrix serves the loss and the accuracy: as many all-gathers as building the logits once."""
+    strategy = two_cpu_strategy()
+    projections = [tf.constant(view) for view in random_views(batch_size=8, dim=8, seed=5)]
+
+    def collective_gathers(replica_fn):
+        graph = tf.function(lambda one, two: strategy.run(replica_fn, args=(one, two))).get_concrete_function(
+            *projections).graph
+        return sum(op.type.startswith("CollectiveGather") for op in graph.get_operations())
+
+    once = collective_gathers(lambda one, two: losses.nt_xent_logits_and_labels(one, two, 0.1))
+    assert once > 0
+    assert collective_gathers(lambda one, two: losses.nt_xent(one, two, 0.1)) == once
 
 
 def test_nt_xent_in_cross_replica_context_does_not_gather():

@@ -76,33 +76,16 @@ def nt_xent_logits_and_labels(projections_1, projections_2, temperature):
     return logits - SELF_SIMILARITY_PENALTY * self_mask, positive_columns
 
 
-def nt_xent_loss(projections_1, projections_2, temperature):
-    """SimCLR NT-Xent loss: mean softmax cross-entropy over this replica's 2n anchors.
+def nt_xent(projections_1, projections_2, temperature):
+    """SimCLR's NT-Xent loss and contrastive accuracy, from one logits matrix (one all-gather per view).
 
-    Under a `tf.distribute` strategy the negatives come from all replicas (see
-    `nt_xent_logits_and_labels`), but the mean is over THIS replica's anchors
-    only. A caller whose gradients are summed across replicas (the default for
-    `optimizer.apply_gradients` under a strategy) must therefore divide this
-    loss by `strategy.num_replicas_in_sync` before taking gradients; the summed
-    gradient then equals the gradient of the loss over the whole global batch.
-
-    Args:
-        projections_1: float tensor of shape (n, dim), projections of the first view.
-        projections_2: float tensor of shape (n, dim), projections of the second view.
-        temperature: positive scalar dividing the cosine similarities.
-
-    Returns:
-        A float32 scalar.
-
-    Raises:
-        ValueError: as `nt_xent_logits_and_labels`.
-    """
-    logits, labels = nt_xent_logits_and_labels(projections_1, projections_2, temperature)
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
-def contrastive_accuracy(projections_1, projections_2, temperature):
-    """Fraction of this replica's 2n anchors whose highest logit is their positive.
+    The loss is the mean softmax cross-entropy over this replica's 2n anchors; the accuracy is the
+    fraction of them whose highest logit is their positive. Under a `tf.distribute` strategy the
+    negatives come from all replicas (see `nt_xent_logits_and_labels`), but the mean is over THIS
+    replica's anchors only. A caller whose gradients are summed across replicas (the default for
+    `optimizer.apply_gradients` under a strategy) must therefore divide the loss by
+    `strategy.num_replicas_in_sync` before taking gradients; the summed gradient then equals the
+    gradient of the loss over the whole global batch.
 
     Args:
         projections_1: float tensor of shape (n, dim), projections of the first view.
@@ -110,14 +93,15 @@ def contrastive_accuracy(projections_1, projections_2, temperature):
         temperature: positive scalar dividing the cosine similarities.
 
     Returns:
-        A float32 scalar in [0, 1].
+        (loss, accuracy): float32 scalars; the accuracy, in [0, 1], carries no gradient.
 
     Raises:
         ValueError: as `nt_xent_logits_and_labels`.
     """
     logits, labels = nt_xent_logits_and_labels(projections_1, projections_2, temperature)
-    predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    return tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    predicted = tf.argmax(tf.stop_gradient(logits), axis=-1, output_type=tf.int32)
+    return loss, tf.reduce_mean(tf.cast(tf.equal(predicted, labels), tf.float32))
 
 
 def simsiam_loss(predictions, projections):

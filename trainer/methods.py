@@ -174,8 +174,7 @@ class SimCLR(SelfSupervisedModel):
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
         projections_1 = _float32(self.projection_head(frames_1, training=True))
         projections_2 = _float32(self.projection_head(frames_2, training=True))
-        loss = losses.nt_xent_loss(projections_1, projections_2, self.config.temperature)
-        accuracy = losses.contrastive_accuracy(projections_1, projections_2, self.config.temperature)
+        loss, accuracy = losses.nt_xent(projections_1, projections_2, self.config.temperature)
         return loss, {"contrastive_accuracy": accuracy}
 
 
