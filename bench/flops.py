@@ -1,5 +1,7 @@
 """Floating-point operations of a traced TensorFlow function, counted from the ops of its graph.
 
+    python -m bench.flops small_cnn:128 resnet10_cifar:32 [--batch-size 256]   # a table per encoder and method
+
 `function_flops(function, *input_specs)` traces `function` (e.g. a model's `train_step`) for inputs of
 fixed shapes and sums the FLOPs of the ops that running the graph executes: the ancestors of its outputs
 and of its stateful ops (variable updates), as TensorFlow prunes the rest at run time. (A gradient tape
@@ -16,7 +18,9 @@ gathers ...) count 0, as do ops inside nested functions (tf.cond / tf.while bran
 is reported (`not_counted`).
 """
 
+import argparse
 import collections
+import sys
 from typing import Callable, Dict, Iterable, List
 
 import tensorflow as tf
@@ -118,3 +122,53 @@ def train_step_flops(train_step: Callable, batch_size: int, image_size: int) -> 
     """
     counted = function_flops(train_step, tf.TensorSpec([batch_size, image_size, image_size, 3], tf.float32))
     return {**counted, "batch_size": batch_size, "per_image": counted["total"] / batch_size}
+
+
+def method_step_flops(encoder_name: str, width: int, method: str, batch_size: int = 256,
+                      image_size: int = 32) -> dict:
+    """`train_step_flops` of `method`'s pretraining step with this encoder, built as the Pretrainer builds it
+    (every other setting at its TrainingConfig default), with the encoder's `forward_flops` per image."""
+    from trainer.augment import build_pretrain_augmenter
+    from trainer.encoders import build_encoder, forward_flops
+    from trainer.hparams import TrainingConfig
+    from trainer.methods import build_method
+    from trainer.optimizers import build_optimizer
+
+    config = TrainingConfig(encoder=encoder_name, encoder_width=width, method=method, batch_size=batch_size,
+                            image_size=image_size)
+
+    def make_encoder():
+        return build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
+
+    augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
+    model = build_method(config, make_encoder(), augmenter, False, make_encoder, steps_per_epoch=100)
+    model.compile(optimizer=build_optimizer(config.optimizer, config.pretrain_learning_rate, config.weight_decay,
+                                            1000, 100))
+    model.optimizer.build(model.optimized_variables)
+    return {**train_step_flops(model.train_step, batch_size, image_size),
+            "encoder_forward_per_image": forward_flops(model.encoder)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.flops", description="Pretraining-step FLOPs per image, "
+                                     "counted from the traced train_step, per ENCODER:WIDTH and method")
+    parser.add_argument("encoders", nargs="+", metavar="ENCODER:WIDTH")
+    parser.add_argument("--methods", default="simclr,simsiam,byol")
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    print(f"{'encoder':<22}{'method':<9}{'forward MFLOP/img':>18}{'step MFLOP/img':>16}{'step / forward':>16}"
+          f"  largest op types (MFLOP/img)")
+    for spec in args.encoders:
+        name, width = spec.split(":")
+        for method in args.methods.split(","):
+            counted = method_step_flops(name, int(width), method, args.batch_size)
+            forward, step = counted["encoder_forward_per_image"], counted["per_image"]
+            largest = ", ".join(f"{op} {value / args.batch_size / 1e6:.1f}"
+                                for op, value in list(counted["by_op_type"].items())[:4])
+            print(f"{spec:<22}{method:<9}{forward / 1e6:>18.1f}{step / 1e6:>16.1f}{step / forward:>16.2f}  {largest}",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -80,6 +80,20 @@ def test_graph_count_of_an_encoder_forward_pass_equals_forward_flops():
     assert counted["Conv2D"] + counted["MatMul"] == 3 * forward_flops(encoder)
 
 
+def test_a_pretraining_step_counts_both_views_forward_and_backward_and_byols_target_forward():
+    simclr = flops.method_step_flops("small_cnn", 8, "simclr", batch_size=4)
+    byol = flops.method_step_flops("small_cnn", 8, "byol", batch_size=4)
+    forward_per_image = simclr["encoder_forward_per_image"]
+    convolutions = forward_per_image - 2 * 8 * 8  # small_cnn's Dense(8) on 8 features is the rest
+    for counted in (simclr, byol):
+        by_type = counted["by_op_type"]
+        assert by_type["Conv2DBackpropFilter"] == 4 * 2 * convolutions  # both views, batch 4
+        assert by_type["Conv2DBackpropInput"] < by_type["Conv2DBackpropFilter"]  # none for the first convolution
+    assert simclr["by_op_type"]["Conv2D"] == 4 * 2 * convolutions
+    assert byol["by_op_type"]["Conv2D"] == 2 * simclr["by_op_type"]["Conv2D"]  # the target network's forward passes
+    assert 5 * forward_per_image < simclr["per_image"] < byol["per_image"]
+
+
 def _summary_row(variant, feed, median, unit):
     return {"variant": variant, "feed": feed, "unit": unit, "rate": {"median": median}}
 
