@@ -1,9 +1,10 @@
-"""Shared pytest setup: two logical CPU devices, and samples of the real-image dataset."""
+"""Shared pytest setup: two logical CPU devices, and samples of real images (CIFAR-10, else the digits)."""
 
 import os
 import pathlib
 import tarfile
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -27,24 +28,42 @@ def _split_cpu_into_two_logical_devices():
 _split_cpu_into_two_logical_devices()
 
 
-# --- Real images: a small sample of ../shared/datasets/cifar10-ssl.tar.gz ----------------------
+# --- Real images: a sample of ../shared/datasets/cifar10-ssl.tar.gz, else of scikit-learn's digits ------------
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CIFAR_ARCHIVE = pathlib.Path(
     os.environ.get("SELFSUP_CIFAR_ARCHIVE", REPO_ROOT.parent / "shared" / "datasets" / "cifar10-ssl.tar.gz")
 )
-SAMPLE_CLASSES = ("airplane", "automobile", "frog")
+USES_CIFAR = CIFAR_ARCHIVE.is_file()
+# The three classes of the sample, which are its labeled/ and test/ folder names.
+SAMPLE_CLASSES = ("airplane", "automobile", "frog") if USES_CIFAR else ("0", "1", "2")
+SAMPLE_IMAGE_SIZE = 32  # CIFAR-10's; the digits are scaled up to it
+
+
+def pytest_report_header(config):
+    if USES_CIFAR:
+        return f"real images: CIFAR-10 sample from {CIFAR_ARCHIVE}"
+    return (f"real images: scikit-learn's digits, coloured, as 32x32 JPEGs (no CIFAR-10 archive at {CIFAR_ARCHIVE}; "
+            "set SELFSUP_CIFAR_ARCHIVE)")
+
+
+def real_image_sample(destination: pathlib.Path, unlabeled: int, labeled_per_class: int,
+                      test_per_class: int) -> pathlib.Path:
+    """Writes a deterministic sample of real images into destination/{unlabeled,labeled,test}: `unlabeled`
+    images in unlabeled/, so many per class (SAMPLE_CLASSES) in labeled/<class>/ and test/<class>/, all
+    SAMPLE_IMAGE_SIZE x SAMPLE_IMAGE_SIZE RGB JPEGs. From the CIFAR-10 archive when it is there, else from
+    scikit-learn's digits (which ship with it), so that a clone without ../shared tests what CI tests."""
+    sample = extract_cifar_sample if USES_CIFAR else write_digits_sample
+    return sample(destination, unlabeled, labeled_per_class, test_per_class)
 
 
 def extract_cifar_sample(destination: pathlib.Path, unlabeled: int, labeled_per_class: int,
-                         test_per_class: int, classes=SAMPLE_CLASSES) -> pathlib.Path:
+                         test_per_class: int) -> pathlib.Path:
     """Copies a deterministic sample of the archive into destination/{unlabeled,labeled,test}.
 
     Unlabeled images are taken from the listed classes too (by file name prefix: a choice of
     which images to sample, never a label the pipeline sees).
     """
-    if not CIFAR_ARCHIVE.exists():
-        pytest.skip(f"real-image dataset not found at {CIFAR_ARCHIVE} (set SELFSUP_CIFAR_ARCHIVE)")
     wanted = {"unlabeled": unlabeled, "labeled": labeled_per_class, "test": test_per_class}
     taken = {}
     with tarfile.open(CIFAR_ARCHIVE, mode="r|gz") as archive:
@@ -54,8 +73,8 @@ def extract_cifar_sample(destination: pathlib.Path, unlabeled: int, labeled_per_
                 continue
             split = parts[1]
             group = parts[2].split("_")[0] if split == "unlabeled" else parts[2]
-            if group not in classes or taken.get((split, group), 0) >= wanted[split] // (
-                len(classes) if split == "unlabeled" else 1
+            if group not in SAMPLE_CLASSES or taken.get((split, group), 0) >= wanted[split] // (
+                len(SAMPLE_CLASSES) if split == "unlabeled" else 1
             ):
                 continue
             taken[(split, group)] = taken.get((split, group), 0) + 1
@@ -65,11 +84,45 @@ def extract_cifar_sample(destination: pathlib.Path, unlabeled: int, labeled_per_
     return destination
 
 
+def write_digits_sample(destination: pathlib.Path, unlabeled: int, labeled_per_class: int,
+                        test_per_class: int, seed: int = 0) -> pathlib.Path:
+    """The same layout from scikit-learn's 8x8 digit scans of 0, 1 and 2 (about 180 of each), scaled up to
+    32x32 and coloured, ink and paper each a colour of their own per image (seeded), so that colour
+    augmentations and grayscale have something to change. Unlabeled images are taken from the same digits,
+    `unlabeled // 3` of each, named without their class."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    wanted = [("labeled", labeled_per_class), ("test", test_per_class), ("unlabeled", unlabeled // len(SAMPLE_CLASSES))]
+    for name in SAMPLE_CLASSES:
+        indices = rng.permutation(np.flatnonzero(digits.target == int(name)))
+        if len(indices) < sum(count for _, count in wanted):
+            raise ValueError(f"the digits have {len(indices)} images of {name}, fewer than the "
+                             f"{sum(count for _, count in wanted)} asked for")
+        start = 0
+        for split, count in wanted:
+            folder = destination / split / (name if split != "unlabeled" else "")
+            folder.mkdir(parents=True, exist_ok=True)
+            for index in indices[start:start + count]:
+                ink = (digits.images[index] / 16.0)[:, :, None]  # (8, 8, 1) in [0, 1]
+                paper, ink_colour = rng.uniform(0.55, 1.0, 3), rng.uniform(0.0, 0.45, 3)
+                pixels = np.clip((1 - ink) * paper + ink * ink_colour, 0, 1) * 255
+                image = Image.fromarray(pixels.astype(np.uint8), mode="RGB").resize(
+                    (SAMPLE_IMAGE_SIZE, SAMPLE_IMAGE_SIZE), Image.BICUBIC)
+                image.save(folder / (f"{index:04d}.jpg" if split != "unlabeled" else f"digit_{index:04d}.jpg"),
+                           quality=95)
+            start += count
+    return destination
+
+
 @pytest.fixture(scope="session")
-def cifar_sample(tmp_path_factory) -> pathlib.Path:
-    """A few hundred real CIFAR-10 images in the selfsup folder layout (3 classes)."""
-    return extract_cifar_sample(tmp_path_factory.mktemp("cifar-sample"), unlabeled=300, labeled_per_class=40,
-                                test_per_class=30)
+def real_images(tmp_path_factory) -> pathlib.Path:
+    """A few hundred real images in the selfsup folder layout, 3 classes (SAMPLE_CLASSES): 300 unlabeled,
+    40 labeled and 30 test images per class (real_image_sample)."""
+    return real_image_sample(tmp_path_factory.mktemp("real-images"), unlabeled=300, labeled_per_class=40,
+                             test_per_class=30)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Tests of trainer.augment on real CIFAR-10 images."""
+"""Tests of trainer.augment on real images (conftest.real_images: CIFAR-10, else the digits)."""
 
 import numpy as np
 import pytest
@@ -34,9 +34,9 @@ ALL_OPERATIONS = {"blur_probability": 0.5, "rotate90_probability": 0.5}
 
 
 @pytest.fixture(scope="module")
-def images(cifar_sample) -> tf.Tensor:
-    """(8, 32, 32, 3) float32 real CIFAR-10 images in [0, 1] from the shared dataset sample."""
-    paths = sorted(cifar_sample.glob("labeled/*/*.jpg"))[:IMAGE_COUNT]
+def images(real_images) -> tf.Tensor:
+    """(8, 32, 32, 3) float32 real images in [0, 1] from the session's sample."""
+    paths = sorted(real_images.glob("labeled/*/*.jpg"))[:IMAGE_COUNT]
     decoded = [tf.io.decode_jpeg(tf.io.read_file(str(path)), channels=3) for path in paths]
     return tf.image.convert_image_dtype(tf.stack(decoded), tf.float32)
 

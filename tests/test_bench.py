@@ -14,7 +14,7 @@ import sys
 import keras
 import pytest
 import tensorflow as tf
-from conftest import REPO_ROOT, extract_cifar_sample
+from conftest import REPO_ROOT, real_image_sample
 
 from bench import flops
 from bench.throughput import utilisation
@@ -127,7 +127,7 @@ def test_utilisation_is_achieved_gflops_over_the_probe_peak_in_the_step_dtype_ti
 
 
 def test_quick_throughput_run_writes_well_formed_results(tmp_path):
-    sample = extract_cifar_sample(tmp_path / "data", unlabeled=64, labeled_per_class=0, test_per_class=0)
+    sample = real_image_sample(tmp_path / "data", unlabeled=64, labeled_per_class=0, test_per_class=0)
     pattern = write_unlabeled_split(sample / "unlabeled", tmp_path / "examples")
     output = tmp_path / "result.json"
     completed = subprocess.run(

@@ -328,13 +328,13 @@ def copy_first(source, destination, count):
 
 
 @pytest.fixture(scope="module")
-def examples_uri(cifar_sample, tmp_path_factory):
+def examples_uri(real_images, tmp_path_factory):
     """An Examples artifact of 24 unlabeled, 24 train (8 per class) and 12 eval (4 per class) real images."""
     folder = tmp_path_factory.mktemp("tiny-images")
-    copy_first(cifar_sample / "unlabeled", folder / "unlabeled", 24)
-    for name in sorted(path.name for path in (cifar_sample / "labeled").iterdir()):
-        copy_first(cifar_sample / "labeled" / name, folder / "labeled" / name, 8)
-        copy_first(cifar_sample / "test" / name, folder / "test" / name, 4)
+    copy_first(real_images / "unlabeled", folder / "unlabeled", 24)
+    for name in sorted(path.name for path in (real_images / "labeled").iterdir()):
+        copy_first(real_images / "labeled" / name, folder / "labeled" / name, 8)
+        copy_first(real_images / "test" / name, folder / "test" / name, 4)
     root = tmp_path_factory.mktemp("pipeline-root")
     uri = root / "ImageExampleGen" / "examples" / "1"
     data = dict(source="folder", path=str(folder), class_names=None, tfds_name=None, tfds_data_dir=None,

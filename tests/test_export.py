@@ -30,8 +30,8 @@ def exported(tmp_path_factory):
     return classifier, tf.saved_model.load(export_dir)
 
 
-def real_jpegs(cifar_sample, count=4):
-    return [path.read_bytes() for path in sorted(cifar_sample.glob("test/*/*.jpg"))[:count]]
+def real_jpegs(real_images, count=4):
+    return [path.read_bytes() for path in sorted(real_images.glob("test/*/*.jpg"))[:count]]
 
 
 def test_both_signatures_exist_with_string_inputs(exported):
@@ -42,9 +42,9 @@ def test_both_signatures_exist_with_string_inputs(exported):
         assert spec.dtype == tf.string and spec.shape.as_list() == [None]
 
 
-def test_raw_bytes_and_tf_examples_give_the_same_answer(exported, cifar_sample):
+def test_raw_bytes_and_tf_examples_give_the_same_answer(exported, real_images):
     classifier, loaded = exported
-    jpegs = real_jpegs(cifar_sample)
+    jpegs = real_jpegs(real_images)
     from_images = loaded.signatures[SERVING_IMAGES_SIGNATURE](images=tf.constant(jpegs))
     examples = [make_example(jpeg, 0, "x.jpg") for jpeg in jpegs]
     from_examples = loaded.signatures[SERVING_EXAMPLES_SIGNATURE](examples=tf.constant(examples))

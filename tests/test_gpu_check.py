@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, extract_cifar_sample
+from conftest import REPO_ROOT, real_image_sample
 from test_bench import write_unlabeled_split
 
 from bench import gpu_check
@@ -79,7 +79,7 @@ def test_input_pipeline_verdict_compares_the_feed_alone_with_the_fastest_step():
 
 
 def test_the_short_runs_folder_and_settings_pass_selfsups_own_checks(tmp_path):
-    source = extract_cifar_sample(tmp_path / "source", unlabeled=300, labeled_per_class=40, test_per_class=30)
+    source = real_image_sample(tmp_path / "source", unlabeled=300, labeled_per_class=40, test_per_class=30)
     counts = {"unlabeled": 300, "labeled_per_class": 40, "test_per_class": 30}
     folder = gpu_check.run_data_folder(source, tmp_path / "run_data", counts)
     assert sorted(path.name for path in (folder / "labeled").iterdir()) == sorted(
@@ -97,7 +97,7 @@ def test_the_short_runs_folder_and_settings_pass_selfsups_own_checks(tmp_path):
 def _quick_cpu_check(tmp_path, *arguments):
     """Runs `python -m bench.gpu_check --quick --methods simclr ...` with every GPU hidden (so that this is the
     CPU path on any machine) on 64 real images; returns (the process, its JSON)."""
-    sample = extract_cifar_sample(tmp_path / "data", unlabeled=64, labeled_per_class=0, test_per_class=0)
+    sample = real_image_sample(tmp_path / "data", unlabeled=64, labeled_per_class=0, test_per_class=0)
     pattern = write_unlabeled_split(sample / "unlabeled", tmp_path / "examples")
     output = tmp_path / "gpu_check.json"
     completed = subprocess.run(

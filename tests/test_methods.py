@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import SAMPLE_CLASSES
 
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoders import build_encoder
@@ -15,11 +16,11 @@ IMAGE_SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def real_batch(cifar_sample):
+def real_batch(real_images):
     """(32, 32, 32, 3) real images in [0, 1] and labels (-1 for the unlabeled half)."""
-    paths = sorted(cifar_sample.glob("labeled/*/*.jpg"))[::5][:16] + sorted(cifar_sample.glob("unlabeled/*.jpg"))[:16]
+    paths = sorted(real_images.glob("labeled/*/*.jpg"))[::5][:16] + sorted(real_images.glob("unlabeled/*.jpg"))[:16]
     images = tf.stack([tf.io.decode_jpeg(tf.io.read_file(str(path)), channels=3) for path in paths])
-    class_of = {"airplane": 0, "automobile": 1, "frog": 2}
+    class_of = {name: label for label, name in enumerate(SAMPLE_CLASSES)}
     labels = [class_of[path.parent.name] if path.parent.name in class_of else -1 for path in paths]
     return tf.cast(images, tf.float32) / 255.0, tf.constant(labels, tf.int64)
 
@@ -50,7 +51,8 @@ def test_each_method_loss_goes_down_on_real_images(real_batch, method):
     assert losses[-5:].mean() < losses[:5].mean() - 0.01, losses
     assert "probe_accuracy" in history and 0.0 <= history["probe_accuracy"][-1] <= 1.0
     if method == "simclr":
-        assert history["contrastive_accuracy"][-1] > history["contrastive_accuracy"][0]
+        accuracy = np.array(history["contrastive_accuracy"])  # of one batch a step: compare 5 steps with 5
+        assert accuracy[-5:].mean() > accuracy[:5].mean(), accuracy
     else:
         assert history["output_std"][-1] > 0.01  # not collapsed
 
