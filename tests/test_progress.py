@@ -43,16 +43,16 @@ def test_the_decision_follows_sys_stderr_by_default(monkeypatch):
     for terminal in (True, False):
         monkeypatch.setattr("sys.stderr", FakeStream(terminal))
         assert progress.shows_bar() is terminal
-        callbacks, verbose = progress.fit_progress("pretraining")
+        callbacks, verbose = progress.fit_progress("pretrain")
         assert (len(callbacks), verbose) == ((1, 0) if terminal else (0, progress.LINE_PER_EPOCH))
 
 
-def tiny_fit(dataset, stream, epochs=3):
+def tiny_fit(dataset, stream, epochs=3, initial_epoch=0):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     callbacks, verbose = progress.fit_progress("linear", stream)
-    model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=verbose, initial_epoch=initial_epoch)
     return callbacks
 
 
@@ -79,6 +79,17 @@ def test_a_dataset_of_unknown_length_gets_its_total_after_the_first_epoch():
     assert unknown_length.cardinality() == tf.data.UNKNOWN_CARDINALITY
     tiny_fit(unknown_length, stream)
     assert "12/12" in stream.getvalue()
+
+
+@pytest.mark.parametrize("known_length", [True, False])
+def test_a_resumed_phase_starts_its_bar_where_it_resumed(known_length):
+    stream = FakeStream(terminal=True)
+    dataset = batches() if known_length else batches().filter(lambda features, labels: True)
+    tiny_fit(dataset, stream, initial_epoch=1)  # as after a kill (trainer/checkpoints.py)
+    written = stream.getvalue()
+    assert "12/12" in written and "0/12" not in written
+    assert [line.split(" - ")[0] for line in written.replace("\r", "\n").splitlines()
+            if line.startswith("linear epoch")] == ["linear epoch 2/3", "linear epoch 3/3"]
 
 
 def test_off_a_terminal_keras_prints_one_line_per_epoch_and_no_bar(capsys):

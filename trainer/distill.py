@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors
+from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_finetune_augmenter
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.finetune import build_classifier, build_classifier_optimizer
@@ -208,7 +208,8 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
           f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "
           f"temperature {config.distill_temperature}, student from "
           f"{'the teacher' if encoder_weights is None else 'the pretrained encoder'}", flush=True)
+    progress_callbacks, verbose = progress.fit_progress(PHASE)
     history = model.fit(distribute.shard_by_data(batches),
                         validation_data=distribute.shard_by_data(eval_dataset), epochs=config.distill_epochs,
-                        callbacks=callbacks, verbose=2)
+                        callbacks=callbacks + progress_callbacks, verbose=verbose)
     return student, {f"{PHASE}/{key}": [float(value) for value in values] for key, values in history.history.items()}

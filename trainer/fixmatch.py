@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors
+from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_augmenter, build_finetune_augmenter
 from trainer.finetune import build_classifier_optimizer
 from trainer.hparams import TrainingConfig, augment_settings
@@ -172,7 +172,8 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
     print(f"[selfsup] fixmatch: {config.fixmatch_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
           f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.fixmatch_learning_rate}, "
           f"pseudo-labels at confidence >= {config.fixmatch_threshold}", flush=True)
+    progress_callbacks, verbose = progress.fit_progress(PHASE)
     history = model.fit(distribute.shard_by_data(batches), validation_data=distribute.shard_by_data(eval_dataset),
-                        epochs=config.fixmatch_epochs, callbacks=callbacks, verbose=2)
+                        epochs=config.fixmatch_epochs, callbacks=callbacks + progress_callbacks, verbose=verbose)
     return {f"{PHASE}/{key}": [float(value) for value in values] for key, values in history.history.items()}
 

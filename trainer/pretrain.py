@@ -96,7 +96,7 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
     ]
     print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
           f"of {config.batch_size} images ({images} images)", flush=True)
-    progress_callbacks, verbose = progress.fit_progress("pretraining")
+    progress_callbacks, verbose = progress.fit_progress("pretrain")
     history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks + progress_callbacks,
                         verbose=verbose)
     return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}

@@ -58,7 +58,7 @@ class Progress:
 
 
 def epoch_line(phase: str, epoch: int, epochs: int, seconds: float, logs: dict) -> str:
-    """'pretraining epoch 3/20 - 12.3 s - loss: 4.1234 - knn_accuracy: 0.4500' (epoch counts from 0)."""
+    """'pretrain epoch 3/20 - 12.3 s - knn_accuracy: 0.4500 - loss: 4.1234' (`epoch` counts from 0; metrics sorted)."""
     metrics = "".join(f" - {name}: {float(value):.4f}" for name, value in sorted((logs or {}).items())
                       if hasattr(value, "__float__"))
     return f"{phase} epoch {epoch + 1}/{epochs} - {seconds:.1f} s{metrics}"
@@ -114,8 +114,9 @@ class EpochBar(keras.callbacks.Callback):
 
 
 def fit_progress(phase: str, stream: Optional[TextIO] = None) -> Tuple[List[keras.callbacks.Callback], int]:
-    """What a Trainer's fit() shows for `phase` ("pretraining", "linear", ...): ([EpochBar], verbose=0) when
-    `stream` (default sys.stderr) is a terminal, else ([], 2), Keras's one line per epoch.
+    """What a Trainer's fit() shows for `phase` (its history prefix: "pretrain", "linear", "distill", ...):
+    ([EpochBar], verbose=0) when `stream` (default sys.stderr) is a terminal, else ([], 2), Keras's one line
+    per epoch.
 
     Returns:
       The callbacks to append after the others, and the `verbose` to pass to fit().
