@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from trainer import checkpoints, data, distribute, monitors, progress
-from trainer.augment import build_finetune_augmenter
+from trainer.augment import build_finetune_augmenter, view_maker
 from trainer.encoders import build_encoder, encoder_outputs_sequence
 from trainer.finetune import build_classifier, build_classifier_optimizer
 from trainer.hparams import TrainingConfig
@@ -75,16 +75,18 @@ class Distillation(keras.Model):
       temperature: `training.distill_temperature`.
       labeled_weight: `training.distill_labeled_weight`.
       unlabeled_batch_size, labeled_batch_size: the global batch sizes (every batch is full).
+      jit_compile_augmentation: `training.augment_jit_compile` (trainer/augment.py view_maker).
     """
 
     def __init__(self, teacher: keras.Model, student: keras.Model, augmenter: keras.layers.Layer,
                  temperature: float, labeled_weight: float, unlabeled_batch_size: int, labeled_batch_size: int,
-                 **kwargs):
+                 jit_compile_augmentation: bool = False, **kwargs):
         super().__init__(**kwargs)
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.augmenter = augmenter
+        self.make_views = view_maker(augmenter, jit_compile_augmentation)
         self.temperature = temperature
         self.labeled_weight = labeled_weight
         self.unlabeled_batch_size = unlabeled_batch_size
@@ -104,8 +106,8 @@ class Distillation(keras.Model):
 
     def train_step(self, batch):
         unlabeled_images, (labeled_images, labels) = batch
-        unlabeled_views = self.augmenter(unlabeled_images, training=True)
-        labeled_views = self.augmenter(labeled_images, training=True)
+        unlabeled_views = self.make_views(unlabeled_images)
+        labeled_views = self.make_views(labeled_images)
         # Both classifiers end in a float32 softmax (finetune.build_classifier); the casts keep the losses
         # float32 whatever the policy.
         teacher_probabilities = tf.cast(self.teacher(unlabeled_views, training=False), tf.float32)
@@ -195,7 +197,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
         model = Distillation(
             teacher, student, build_finetune_augmenter(config.finetune_augment, config.image_size, seed),
             config.distill_temperature, config.distill_labeled_weight, config.batch_size,
-            config.finetune_batch_size, name="distillation",
+            config.finetune_batch_size, jit_compile_augmentation=config.augment_jit_compile, name="distillation",
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.distill_learning_rate,
                                                            config.distill_epochs * steps_per_epoch))

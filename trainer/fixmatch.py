@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, data, distribute, monitors, progress
-from trainer.augment import build_augmenter, build_finetune_augmenter
+from trainer.augment import build_augmenter, build_finetune_augmenter, view_maker
 from trainer.finetune import build_classifier_optimizer
 from trainer.hparams import TrainingConfig, augment_settings
 
@@ -50,15 +50,19 @@ class FixMatch(keras.Model):
       threshold: `training.fixmatch_threshold`.
       unlabeled_weight: `training.fixmatch_unlabeled_weight`.
       unlabeled_batch_size, labeled_batch_size: the global batch sizes (every batch is full).
+      jit_compile_augmentation: `training.augment_jit_compile` (trainer/augment.py view_maker).
     """
 
     def __init__(self, classifier: keras.Model, weak_augmenter: keras.layers.Layer,
                  strong_augmenter: keras.layers.Layer, threshold: float, unlabeled_weight: float,
-                 unlabeled_batch_size: int, labeled_batch_size: int, **kwargs):
+                 unlabeled_batch_size: int, labeled_batch_size: int, jit_compile_augmentation: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self.classifier = classifier
         self.weak_augmenter = weak_augmenter
         self.strong_augmenter = strong_augmenter
+        self.weak_views = view_maker(weak_augmenter, jit_compile_augmentation)
+        self.strong_views = view_maker(strong_augmenter, jit_compile_augmentation)
         self.threshold = threshold
         self.unlabeled_weight = unlabeled_weight
         self.unlabeled_batch_size = unlabeled_batch_size
@@ -78,9 +82,9 @@ class FixMatch(keras.Model):
 
     def train_step(self, batch):
         unlabeled_images, (labeled_images, labels) = batch
-        weak_views = self.weak_augmenter(unlabeled_images, training=True)
-        strong_views = self.strong_augmenter(unlabeled_images, training=True)
-        labeled_views = self.weak_augmenter(labeled_images, training=True)
+        weak_views = self.weak_views(unlabeled_images)
+        strong_views = self.strong_views(unlabeled_images)
+        labeled_views = self.weak_views(labeled_images)
         # The classifier ends in a float32 softmax (finetune.build_classifier); the casts keep the losses
         # float32 whatever the policy.
         guesses = tf.stop_gradient(tf.cast(self.classifier(weak_views, training=False), tf.float32))
@@ -160,7 +164,7 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
             build_augmenter(augment_settings("strong", dict(config.fixmatch_augment)), config.image_size, seed + 1,
                             name="fixmatch_strong_augmenter"),
             config.fixmatch_threshold, config.fixmatch_unlabeled_weight, config.batch_size,
-            config.finetune_batch_size, name="fixmatch",
+            config.finetune_batch_size, jit_compile_augmentation=config.augment_jit_compile, name="fixmatch",
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.fixmatch_learning_rate,
                                                            config.fixmatch_epochs * steps_per_epoch))

@@ -111,6 +111,9 @@ class TrainingConfig:
 
     pretrain_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
     finetune_augment: Dict[str, float] = dataclasses.field(default_factory=dict)
+    # Compile the augmentation of the pretraining, FixMatch and distillation steps with XLA, on its own
+    # (trainer/augment.py view_maker).
+    augment_jit_compile: bool = True
 
     # Pretraining starts from this earlier encoder (a Pretrainer Model artifact or an exported encoder
     # folder, see trainer/encoder_artifact.py) instead of random weights.

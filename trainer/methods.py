@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from trainer import losses
+from trainer.augment import view_maker
 from trainer.flatten import flatten_sequence_features
 from trainer.hparams import TrainingConfig
 
@@ -65,6 +66,7 @@ class SelfSupervisedModel(keras.Model):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.augmenter = augmenter
+        self.make_views = view_maker(augmenter, config.augment_jit_compile)
         self.config = config
         self.is_sequence = is_sequence
         self.loss_tracker = keras.metrics.Mean(name="loss")
@@ -133,8 +135,8 @@ class SelfSupervisedModel(keras.Model):
 
     def train_step(self, data):
         images, labels = data if isinstance(data, tuple) else (data, None)
-        views_1 = self.augmenter(images, training=True)
-        views_2 = self.augmenter(images, training=True)
+        views_1 = self.make_views(images)
+        views_2 = self.make_views(images)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             features_1 = self.encoder(views_1, training=True)
