@@ -14,6 +14,7 @@ from typing import Dict, List
 import keras
 import tensorflow as tf
 
+from trainer import progress
 from trainer.hparams import TrainingConfig
 from trainer.optimizers import build_optimizer
 
@@ -54,9 +55,11 @@ def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs:
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     print(f"[selfsup] {phase}: {epochs} epochs at learning rate {learning_rate}", flush=True)
-    history = training_model.fit(train_dataset, validation_data=eval_dataset, epochs=epochs,
-                                 callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))],
-                                 verbose=2)
+    progress_callbacks, verbose = progress.fit_progress(phase)
+    history = training_model.fit(
+        train_dataset, validation_data=eval_dataset, epochs=epochs,
+        callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))] + progress_callbacks,
+        verbose=verbose)
     return {f"{phase}/{key}": [float(value) for value in values] for key, values in history.history.items()}
 
 

@@ -174,8 +174,8 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
                                         shuffle=False)
     callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
     print(f"[selfsup] fixmatch: {config.fixmatch_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
-          f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.fixmatch_learning_rate}, "
-          f"pseudo-labels at confidence >= {config.fixmatch_threshold}", flush=True)
+          f"unlabeled and {config.finetune_batch_size} labeled images at learning rate "
+          f"{config.fixmatch_learning_rate}, pseudo-labels at confidence >= {config.fixmatch_threshold}", flush=True)
     progress_callbacks, verbose = progress.fit_progress(PHASE)
     history = model.fit(distribute.shard_by_data(batches), validation_data=distribute.shard_by_data(eval_dataset),
                         epochs=config.fixmatch_epochs, callbacks=callbacks + progress_callbacks, verbose=verbose)

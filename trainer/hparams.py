@@ -202,7 +202,8 @@ class TrainingConfig:
         minimum = min_image_size(self.encoder)
         require(self.image_size >= minimum, prefix + "image_size",
                 f"must be at least {minimum} pixels for encoder {self.encoder!r}, got {self.image_size}")
-        for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak"), ("fixmatch_augment", "strong")):
+        for key, preset in (("pretrain_augment", "strong"), ("finetune_augment", "weak"),
+                            ("fixmatch_augment", "strong")):
             try:
                 settings = augment_settings(preset, getattr(self, key))
             except ConfigError as error:
