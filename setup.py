@@ -8,8 +8,12 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*",
-                                    "trainer", "trainer.*", "kubeflow", "kubeflow.*"]),
+    # kubeflow/ is installed as `selfsup_kubeflow`, so that selfsup puts no top-level `kubeflow` package beside
+    # the Kubeflow SDK's (`kubeflow.trainer`, `kubeflow.training`, ...); it has no __init__.py, so that the
+    # folder does not shadow that SDK either when the repository root is on sys.path.
+    packages=find_packages(include=["pipeline", "pipeline.*", "components", "components.*", "trainer", "trainer.*"])
+    + ["selfsup_kubeflow"],
+    package_dir={"selfsup_kubeflow": "kubeflow"},
     package_data={"pipeline": ["configs/*.yaml"], "components.evaluation_report": ["templates/*.j2"]},
     install_requires=[
         "tfx[kfp]==1.16.0",

@@ -39,7 +39,7 @@ def _shorten(text: str) -> str:
 
 
 def _print_runtime_parameters(spec_file: str) -> None:
-    from kubeflow.runner import load_pipeline_spec
+    from selfsup_kubeflow.runner import load_pipeline_spec
 
     parameters = load_pipeline_spec(spec_file).root.input_definitions.parameters
     print("runtime parameters (set per run; everything else was fixed when compiling):")
@@ -59,8 +59,8 @@ def run_compile_kubeflow(args: argparse.Namespace) -> int:
     Returns:
       0 when the spec was written, 2 when the configuration or output name was rejected.
     """
-    from kubeflow.runner import compile_pipeline
     from pipeline.config import load_config
+    from selfsup_kubeflow.runner import compile_pipeline
 
     overrides = {"kubeflow.image": args.image} if args.image else {}
     try:

@@ -23,9 +23,9 @@ import sys
 import warnings
 from typing import Iterator, List, Optional, TextIO
 
-from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from pipeline.embed import add_embed_parser, run_embed
 from pipeline.report_command import add_report_parser, run_report
+from selfsup_kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 CONFIG_FILE = "config.yaml"  # the effective config of the run, written to OUTPUT at its start

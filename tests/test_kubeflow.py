@@ -29,10 +29,10 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_t
 
 from components.image_example_gen import driver as example_gen_driver
 from components.image_example_gen import kubeflow_driver
-from kubeflow import runner
-from kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from pipeline.config import ConfigError, load_config
 from pipeline.pipeline import TRAINER_RUN_FN, component_ids
+from selfsup_kubeflow import runner
+from selfsup_kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 from trainer.run import training_config_from_custom_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -54,7 +54,8 @@ CONFIG = {
 VERTEX_TRAINER_EXECUTOR = "tfx.extensions.google_cloud_ai_platform.trainer.executor.GenericExecutor"
 TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 PACKAGE_FILES = ("trainer/run.py", "components/image_example_gen/executor.py", "components/anomaly_gate/executor.py",
-                 "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "kubeflow/runner.py", "kubeflow/cli.py",
+                 "pipeline/pipeline.py", "pipeline/configs/demo.yaml", "selfsup_kubeflow/runner.py",
+                 "selfsup_kubeflow/cli.py",
                  "components/evaluation_report/templates/report.html.j2")
 
 
@@ -293,11 +294,11 @@ def build_context(destination: pathlib.Path) -> pathlib.Path:
 IMPORT_CHECK = """
 import importlib, json, sys
 target, executor_paths, run_fn = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-for path in executor_paths + [run_fn, "pipeline.cli.main", "kubeflow.cli.run_compile_kubeflow"]:
+for path in executor_paths + [run_fn, "pipeline.cli.main", "selfsup_kubeflow.cli.run_compile_kubeflow"]:
     module_name, attribute = path.rsplit(".", 1)
     module = importlib.import_module(module_name)
     getattr(module, attribute)
-    if module_name.split(".")[0] in ("trainer", "components", "pipeline", "kubeflow"):
+    if module_name.split(".")[0] in ("trainer", "components", "pipeline", "selfsup_kubeflow"):
         assert module.__file__.startswith(target), (module_name, module.__file__)
 from components.evaluation_report.html_report import TEMPLATE, template_environment
 template = template_environment().get_template(TEMPLATE)  # the report's template, package data of the wheel
@@ -314,6 +315,7 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [name for name in PACKAGE_FILES if name not in names]
     assert not missing, f"the wheel (what the image installs) lacks {missing}"
+    assert not [name for name in names if name.startswith("kubeflow/")]  # the Kubeflow SDK's namespace
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     assert "selfsup = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     metadata = next(name for name in names if name.endswith(".dist-info/METADATA"))
@@ -332,6 +334,23 @@ def test_the_package_built_from_the_dockerfile_files_imports_every_module_path(c
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "imports: ok" in result.stdout
+
+
+def test_a_kubeflow_package_of_another_distribution_imports_beside_selfsup(tmp_path):
+    """selfsup installs kubeflow/ as `selfsup_kubeflow`, and the folder has no __init__.py: the Kubeflow SDK's
+    `kubeflow` (a regular package, e.g. `kubeflow.trainer`) imports beside selfsup, even with the repository root
+    first on sys.path (`python -c` run in it)."""
+    sdk = tmp_path / "site-packages" / "kubeflow"
+    (sdk / "trainer").mkdir(parents=True)
+    (sdk / "__init__.py").write_text('"""Another distribution\'s kubeflow package."""\n')
+    (sdk / "trainer" / "__init__.py").write_text("TRAINER = 'sdk'\n")
+    check = ("import kubeflow.trainer, selfsup_kubeflow.cli, selfsup_kubeflow.runner; "
+             "print(kubeflow.__file__, kubeflow.trainer.TRAINER, selfsup_kubeflow.cli.__file__)")
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO_ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(sdk.parent), TF_CPP_MIN_LOG_LEVEL="3"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [str(sdk / "__init__.py"), "sdk", str(REPO_ROOT / "kubeflow" / "cli.py")]
+    assert not (REPO_ROOT / "kubeflow" / "__init__.py").exists()
 
 
 def test_only_image_example_gen_gets_the_fingerprint_hook_before_the_cache_check(compiled):
