@@ -38,13 +38,15 @@ def is_blessed(candidate_accuracy: float, baseline_accuracy: float, evaluation: 
     )
 
 
-def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] = None) -> tfma.EvalConfig:
+def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] = None,
+                      label_key: str = LABEL_KEY) -> tfma.EvalConfig:
     """Candidate vs baseline on the eval split: accuracy floor and change threshold, plus report metrics.
 
     Args:
       evaluation: the `evaluation:` config section (the blessing rule).
       num_classes: the number of classes, when known while building the pipeline; adds per-class
         precision and recall (TFMA binarizes by class id, so it needs the ids up front).
+      label_key: the examples' label feature (`training.label_feature`; ImageExampleGen's `label`).
 
     Returns:
       The TFMA EvalConfig for the Evaluator.
@@ -70,7 +72,7 @@ def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] =
     ]
     if num_classes is not None:
         metrics_specs.append(_per_class_metrics(num_classes))
-    eval_config = tfma.EvalConfig(model_specs=_model_specs(BASELINE), slicing_specs=[tfma.SlicingSpec()],
+    eval_config = tfma.EvalConfig(model_specs=_model_specs(BASELINE, label_key), slicing_specs=[tfma.SlicingSpec()],
                                   metrics_specs=metrics_specs)
     require_thresholds(eval_config)
     return eval_config
@@ -83,9 +85,9 @@ def build_production_eval_config() -> tfma.EvalConfig:
                            metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def _model_specs(baseline_name: str):
+def _model_specs(baseline_name: str, label_key: str = LABEL_KEY):
     return [
-        tfma.ModelSpec(name=name, signature_name="serving_default", label_key=LABEL_KEY,
+        tfma.ModelSpec(name=name, signature_name="serving_default", label_key=label_key,
                        prediction_key=PREDICTION_KEY, is_baseline=(name == baseline_name))
         for name in (CANDIDATE, baseline_name)
     ]

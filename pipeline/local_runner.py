@@ -22,7 +22,7 @@ from components.image_example_gen.ingest import check_eval_per_class
 from components.image_example_gen.sources import plan_source
 from pipeline import summary as summary_lib
 from pipeline.config import Config
-from pipeline.pipeline import create_pipeline, data_config_json
+from pipeline.pipeline import check_image_example_gen_training, create_pipeline, data_config_json
 from pipeline.run_lock import output_lock
 from pipeline.run_results import open_store, run_results
 
@@ -92,6 +92,7 @@ def check_before_running(config: Config, output_dir: str) -> None:
         raise ValueError(f"the output folder {output_dir} must not be inside the data folder {data_location}")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"the output folder {output_dir} is an existing file, not a folder")
+    check_image_example_gen_training(config.training)
     check_data_before_running(config)
     if config.training.init_encoder and "://" not in config.training.init_encoder:
         from trainer.encoder_artifact import check_compatible, read_description

@@ -32,6 +32,7 @@ from components.paired_comparison.component import PairedComparison
 from components.production_model.component import ProductionModel
 from pipeline.config import Config
 from pipeline.evaluation import build_eval_config, build_production_eval_config
+from trainer.hparams import ConfigError, TrainingConfig
 
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
@@ -41,6 +42,22 @@ COMPONENT_IDS = (
 )
 PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator")
 GATE_COMPONENT_ID = "BlessingGate"
+
+
+# training: settings of the Trainer module in another ExampleGen's pipeline (docs/own_pipeline.md); in this
+# pipeline ImageExampleGen fixes them: the features `image` and `label`, class_names.json, the `unlabeled` split.
+OWN_PIPELINE_TRAINING_KEYS = ("image_feature", "label_feature", "class_names", "unlabeled_splits")
+
+
+def check_image_example_gen_training(training: TrainingConfig) -> None:
+    """Raises ConfigError naming each OWN_PIPELINE_TRAINING_KEYS setting that is not its default."""
+    default = TrainingConfig()
+    changed = [key for key in OWN_PIPELINE_TRAINING_KEYS if getattr(training, key) != getattr(default, key)]
+    if changed:
+        raise ConfigError("\n".join(
+            f"config key 'training.{key}': is for selfsup's Trainer module in another TFX pipeline "
+            "(docs/own_pipeline.md); selfsup's own pipeline reads ImageExampleGen's examples, which fix it: "
+            f"leave it unset (default {getattr(default, key)!r})" for key in changed))
 
 
 def needs_blessing_gate(config: Config) -> bool:
@@ -101,7 +118,11 @@ def create_pipeline(
 
     Returns:
       A tfx.dsl.Pipeline.
+
+    Raises:
+      ConfigError: a `training:` setting only another pipeline's Trainer reads (OWN_PIPELINE_TRAINING_KEYS).
     """
+    check_image_example_gen_training(config.training)
     example_gen = ImageExampleGen(data_config=data_config_json(config), data_path=data_path,
                                   min_eval_per_class=config.evaluation.min_eval_per_class)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])

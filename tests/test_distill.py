@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from trainer import checkpoints, data, distill, keras_fixes, run
 from trainer.encoders import build_encoder
+from trainer.examples import read_training_examples
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
 
@@ -112,8 +113,10 @@ def examples_uri(digits_examples_uri):
 
 
 @pytest.fixture(scope="module")
-def sizes(examples_uri):
-    return run._split_sizes(examples_uri)
+def training_examples(examples_uri):
+    """What the Trainers read of those examples (trainer/examples.py)."""
+    return read_training_examples(data.split_files(examples_uri, "train"), data.split_files(examples_uri, "eval"),
+                                  TrainingConfig())
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +140,7 @@ def unlabeled_agreement(teacher, student, examples_uri):
     return float(np.mean(np.concatenate(agreements)))
 
 
-def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, sizes,
+def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, training_examples,
                                                                   teacher_and_initial_encoder_weights, tmp_path):
     teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
     config = TrainingConfig(distill_epochs=6, **TINY)
@@ -145,7 +148,7 @@ def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, s
     backup = checkpoints.EpochBackup(str(tmp_path / "backup"), str(tmp_path / "backup"), "distillation")
 
     student, history = distill.distill_classifier(config, tf.distribute.get_strategy(), teacher,
-                                                  initial_encoder_weights, examples_uri, sizes, str(tmp_path),
+                                                  initial_encoder_weights, training_examples, str(tmp_path),
                                                   backup)
 
     assert len(history["distill/loss"]) == 6
@@ -172,19 +175,19 @@ class BackupThenStop(checkpoints.EpochBackup):
             raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
 
 
-def test_killed_distillation_resumes_from_its_backup(examples_uri, sizes, teacher_and_initial_encoder_weights,
+def test_killed_distillation_resumes_from_its_backup(training_examples, teacher_and_initial_encoder_weights,
                                                      tmp_path, capsys):
     teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
     config = TrainingConfig(distill_epochs=3, **TINY)
     folder = str(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
         distill.distill_classifier(config, tf.distribute.get_strategy(), teacher, initial_encoder_weights,
-                                   examples_uri, sizes, str(tmp_path), BackupThenStop(folder, stop_after=1))
+                                   training_examples, str(tmp_path), BackupThenStop(folder, stop_after=1))
     interrupted = capsys.readouterr().out
     assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
 
     student, history = distill.distill_classifier(
-        config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, examples_uri, sizes, str(tmp_path),
+        config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, training_examples, str(tmp_path),
         checkpoints.EpochBackup(folder, folder, "distillation"))
 
     resumed = capsys.readouterr().out
@@ -215,17 +218,16 @@ def pretrained_encoder(config, examples_uri, folder):
 
 
 @pytest.mark.parametrize("distill_epochs, pretrain_epochs", [(0, 0), (1, 1)])
-def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, tmp_path, capsys, distill_epochs,
-                                                                 pretrain_epochs):
+def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, training_examples, tmp_path, capsys,
+                                                                 distill_epochs, pretrain_epochs):
     config = TrainingConfig(pretrain_epochs=pretrain_epochs, linear_epochs=1, finetune_epochs=1,
                             distill_epochs=distill_epochs, **TINY)
     keras.utils.set_random_seed(config.seed)
     backup_dir = str(tmp_path / "backup")
     base_model = pretrained_encoder(config, examples_uri, tmp_path)
 
-    classifier, record = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
-                                    data.read_class_names(examples_uri), str(tmp_path / "logs"), backup_dir,
-                                    backup_dir, base_model)
+    classifier, record = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
+                                    str(tmp_path / "logs"), backup_dir, backup_dir, base_model)
     history, timings = record["history"], record["timings"]
 
     # The exported classifier is the one whose eval loss the last phase reported at its last epoch.
@@ -243,19 +245,18 @@ def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, t
         assert abs(student_loss - fine_tuned_loss) > 1e-3
 
 
-def test_the_baseline_is_never_distilled(examples_uri, tmp_path):
+def test_the_baseline_is_never_distilled(training_examples, tmp_path):
     config = TrainingConfig(linear_epochs=1, finetune_epochs=0, distill_epochs=2, **TINY)
 
-    _, record = run._train("baseline", config, tf.distribute.get_strategy(), examples_uri,
-                           data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
-                           str(tmp_path / "backup"), None)
+    _, record = run._train("baseline", config, tf.distribute.get_strategy(), training_examples,
+                           str(tmp_path / "logs"), str(tmp_path / "backup"), str(tmp_path / "backup"), None)
     history, timings = record["history"], record["timings"]
 
     assert list(history) and not [key for key in history if key.startswith("distill/")]
     assert "distill_seconds" not in timings
 
 
-def test_distillation_uses_only_the_label_budgets_labels(examples_uri, tmp_path, monkeypatch):
+def test_distillation_uses_only_the_label_budgets_labels(examples_uri, training_examples, tmp_path, monkeypatch):
     """The labeled half of each distillation step must not see labels outside training.labels_per_class."""
     config = TrainingConfig(pretrain_epochs=0, linear_epochs=1, finetune_epochs=0, distill_epochs=1,
                             labels_per_class=2, **TINY)
@@ -269,9 +270,8 @@ def test_distillation_uses_only_the_label_budgets_labels(examples_uri, tmp_path,
 
     monkeypatch.setattr(data, "labeled_dataset", recording)
     base_model = pretrained_encoder(config, examples_uri, tmp_path)
-    _, record = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri,
-                           data.read_class_names(examples_uri), str(tmp_path / "logs"), str(tmp_path / "backup"),
-                           str(tmp_path / "backup"), base_model)
+    _, record = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
+                           str(tmp_path / "logs"), str(tmp_path / "backup"), str(tmp_path / "backup"), base_model)
     budget = data.label_budget_paths(data.split_files(examples_uri, "train"), 2)
     assert len(train_calls) == 2 and all(list(paths) == budget for paths in train_calls)  # fine-tuning, distillation
-    assert record["labeled_train_images"] == len(budget) == 2 * len(data.read_class_names(examples_uri))
+    assert record["labeled_train_images"] == len(budget) == 2 * len(training_examples.class_names)

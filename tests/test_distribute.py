@@ -25,8 +25,9 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.image_example_gen.ingest import ingest
-from trainer import checkpoints, distribute, encoder_artifact, keras_fixes, pretrain, run
+from trainer import checkpoints, data, distribute, encoder_artifact, keras_fixes, pretrain, run
 from trainer.encoders import build_encoder
+from trainer.examples import TrainingExamples
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
 from trainer.monitors import NanLossError
@@ -315,8 +316,9 @@ def test_classifier_trains_on_batches_that_do_not_split_evenly(two_cpu_strategy)
 def test_pretraining_batch_must_split_evenly_over_the_replicas(two_cpu_strategy):
     config = TrainingConfig(batch_size=9, **TINY_MODEL)
     with pytest.raises(ValueError, match="'training.batch_size': 9 does not split evenly over the 2 replicas"):
-        pretrain.pretrain(config, two_cpu_strategy, encoder=None, examples_uri="unused",
-                          sizes={"unlabeled": 90, "train": 9}, class_names=["a", "b"], log_dir="unused", backup=None)
+        examples = TrainingExamples(uri="unused", splits={}, files={}, sizes={"unlabeled": 90, "train": 9},
+                                    class_names=["a", "b"], keys=data.FeatureKeys())
+        pretrain.pretrain(config, two_cpu_strategy, encoder=None, examples=examples, log_dir="unused", backup=None)
 
 
 # --- The whole Trainer on a tiny ingested dataset ----------------------------------------------------
@@ -352,6 +354,7 @@ def trainer_arguments(trainer_folder, execution_id, examples_uri, role="pretrain
     config = TrainingConfig(**dict(TINY_TRAINING, **training))
     return dict(
         train_files=[os.path.join(examples_uri, "Split-train", "*")],
+        eval_files=[os.path.join(examples_uri, "Split-eval", "*")],
         serving_model_dir=str(trainer_folder / "model" / str(execution_id) / "Format-Serving"),
         model_run_dir=str(trainer_folder / "model_run" / str(execution_id)),
         custom_config=dict(config.pretraining_dict() if role == "pretrainer" else config.to_dict(), role=role),

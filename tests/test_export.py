@@ -135,8 +135,9 @@ def test_the_extra_files_are_inside_the_saved_model_folder_and_it_still_loads(tr
     _, serving_dir, _, expected = trained_export
     extra = os.path.join(serving_dir, export.EXTRA_FILES_FOLDER)
     assert sorted(os.listdir(extra)) == sorted([export.KERAS_FILE, export.TFLITE_FILE, data.CLASS_NAMES_FILE])
-    with open(os.path.join(extra, data.CLASS_NAMES_FILE)) as handle:
-        assert json.load(handle) == data.read_class_names(digits_examples_uri)
+    with open(os.path.join(extra, data.CLASS_NAMES_FILE)) as exported, \
+            open(os.path.join(digits_examples_uri, data.CLASS_NAMES_FILE)) as ingested:
+        assert json.load(exported) == json.load(ingested)
     assert expected.shape == (EVAL_IMAGES, 10)  # the SavedModel loaded and served with assets.extra/ inside
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from trainer import checkpoints, data, fixmatch, keras_fixes, run
 from trainer.encoders import build_encoder
+from trainer.examples import read_training_examples
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
 
@@ -130,8 +131,10 @@ def examples_uri(digits_examples_uri):
 
 
 @pytest.fixture(scope="module")
-def sizes(examples_uri):
-    return run._split_sizes(examples_uri)
+def training_examples(examples_uri):
+    """What the Trainers read of those examples (trainer/examples.py)."""
+    return read_training_examples(data.split_files(examples_uri, "train"), data.split_files(examples_uri, "eval"),
+                                  TrainingConfig())
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +169,8 @@ def eval_accuracy(classifier, examples_uri):
     return float(np.mean(np.concatenate(correct)))
 
 
-def test_fixmatch_pseudo_labels_more_images_and_does_not_lose_accuracy_on_digits(examples_uri, sizes, weak_weights,
-                                                                                  tmp_path):
+def test_fixmatch_pseudo_labels_more_images_and_does_not_lose_accuracy_on_digits(examples_uri, training_examples,
+                                                                                  weak_weights, tmp_path):
     """On 100 eval images the gain is noisy (0.62 -> 0.64-0.71 in four runs here), the growing share of
     confident unlabeled images is not (0.10 -> 0.42-0.46)."""
     classifier, keep_paths = weak_classifier(weak_weights)
@@ -177,7 +180,7 @@ def test_fixmatch_pseudo_labels_more_images_and_does_not_lose_accuracy_on_digits
         TINY, fixmatch_learning_rate=3e-3, fixmatch_augment={"crop_scale_min": 0.5, "grayscale_probability": 0.0}))
     backup = checkpoints.EpochBackup(str(tmp_path / "backup"), str(tmp_path / "backup"), "fixmatch")
 
-    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, examples_uri, sizes,
+    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, training_examples,
                                            str(tmp_path), backup, keep_paths=keep_paths)
 
     assert len(history["fixmatch/loss"]) == 8
@@ -204,18 +207,18 @@ class BackupThenStop(checkpoints.EpochBackup):
             raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
 
 
-def test_killed_fixmatch_resumes_from_its_backup(examples_uri, sizes, weak_weights, tmp_path, capsys):
+def test_killed_fixmatch_resumes_from_its_backup(training_examples, weak_weights, tmp_path, capsys):
     config = TrainingConfig(fixmatch_epochs=3, fixmatch_threshold=0.9, **TINY)
     folder = str(tmp_path / "backup")
     classifier, keep_paths = weak_classifier(weak_weights)
     with pytest.raises(KeyboardInterrupt):
-        fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, examples_uri, sizes,
+        fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, training_examples,
                                      str(tmp_path), BackupThenStop(folder, stop_after=1), keep_paths=keep_paths)
     interrupted = capsys.readouterr().out
     assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
 
     restarted, _ = weak_classifier(weak_weights)  # a new Trainer starts from fine-tuning again
-    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), restarted, examples_uri, sizes,
+    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), restarted, training_examples,
                                            str(tmp_path), checkpoints.EpochBackup(folder, folder, "fixmatch"),
                                            keep_paths=keep_paths)
 
@@ -227,24 +230,25 @@ def test_killed_fixmatch_resumes_from_its_backup(examples_uri, sizes, weak_weigh
 
 # --- In the Trainers ---------------------------------------------------------------------------------
 
-def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(examples_uri, sizes, tmp_path):
+def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(examples_uri, training_examples,
+                                                                                tmp_path):
     config = TrainingConfig(pretrain_epochs=0, linear_epochs=1, finetune_epochs=1, fixmatch_epochs=2,
                             labels_per_class=4, **TINY)
     base_model = str(tmp_path / "Pretrainer" / "Format-Serving")
     run.train_and_export(dict(config.pretraining_dict(), role="pretrainer"), data.split_files(examples_uri, "train"),
                          base_model, str(tmp_path / "Pretrainer" / "logs"), str(tmp_path / "Pretrainer" / "backup"))
-    class_names = data.read_class_names(examples_uri)
 
-    _, candidate = run._train("candidate", config, tf.distribute.get_strategy(), examples_uri, class_names,
+    _, candidate = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
                               str(tmp_path / "candidate-logs"), str(tmp_path / "b1"), str(tmp_path / "b1"), base_model)
     baseline_config = TrainingConfig(**config.baseline_dict())
-    _, baseline = run._train("baseline", baseline_config, tf.distribute.get_strategy(), examples_uri, class_names,
+    _, baseline = run._train("baseline", baseline_config, tf.distribute.get_strategy(), training_examples,
                              str(tmp_path / "baseline-logs"), str(tmp_path / "b2"), str(tmp_path / "b2"), None)
 
     assert len(candidate["history"]["fixmatch/loss"]) == 2 and candidate["timings"]["fixmatch_seconds"] > 0
     assert (tmp_path / "b1" / "fixmatch-fit-1").is_dir()
     # 40 labels in batches of 32: 2 batches per epoch; FixMatch: 2 epochs x 13 steps = 26 labeled batches.
     steps = math.ceil(4 * 10 / TINY["finetune_batch_size"])
+    sizes = training_examples.sizes
     fixmatch_batches = 2 * ((sizes["unlabeled"] + sizes["train"]) // TINY["batch_size"])
     assert baseline["matched_epochs"] == math.ceil(fixmatch_batches / steps) == 13
     assert len(baseline["history"]["supervised/loss"]) == 1 + 1 + 13

@@ -8,7 +8,7 @@ import pytest
 from pipeline import pipeline as pipeline_module
 from pipeline.config import Config, DataConfig, EvaluationConfig
 from pipeline.pipeline import COMPONENT_IDS, component_ids, create_pipeline, trainer_code_fingerprint
-from trainer.hparams import TrainingConfig
+from trainer.hparams import ConfigError, TrainingConfig
 from trainer.run import training_config_from_custom_config
 
 
@@ -162,3 +162,13 @@ def test_pipeline_without_thresholds_cannot_be_built(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline_module, "build_eval_config", no_thresholds)
     with pytest.raises(ValueError, match="no metric threshold"):
         build(tmp_path)
+
+
+def test_the_settings_of_another_pipelines_trainer_are_refused_naming_each(tmp_path):
+    """training.image_feature, label_feature, class_names and unlabeled_splits are for selfsup's Trainer module
+    in another pipeline (docs/own_pipeline.md); ImageExampleGen fixes them here."""
+    with pytest.raises(ConfigError) as raised:
+        build(tmp_path, training=TrainingConfig(label_feature="class", unlabeled_splits=[]))
+    lines = str(raised.value).splitlines()
+    assert [line.split("'")[1] for line in lines] == ["training.label_feature", "training.unlabeled_splits"]
+    assert all("docs/own_pipeline.md" in line for line in lines)

@@ -1,26 +1,36 @@
-"""Reading the ImageExampleGen splits as tf.data pipelines, and the one image decoder.
+"""Reading an Examples artifact's splits as tf.data pipelines, and the one image decoder.
+
+The examples are tf.Examples with an encoded image (JPEG/PNG/GIF/BMP bytes) and an int64 label under
+the feature keys `FeatureKeys` names (`training.image_feature`, `training.label_feature`; selfsup's
+ImageExampleGen writes `image` and `label`). Which splits to read is trainer/examples.py's business.
 
 Every image, in training and in the exported model, goes through `decode_image`, so what
 the model is trained on and what it serves are decoded and resized the same way.
 """
 
+import dataclasses
 import hashlib
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE = "image", "label", "path"
+from trainer.hparams import IMAGE_FEATURE, LABEL_FEATURE
+
+# ImageExampleGen's per-image key (where the image came from): the label budget's key when an example has it.
+PATH_FEATURE = "path"
+# The label budget's key of an example without a `path`: this prefix and the FarmHash64 of its encoded image.
+IMAGE_HASH_KEY_PREFIX = "image-farmhash64:"
 CLASS_NAMES_FILE = "class_names.json"
-_FEATURE_SPEC = {
-    IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string),
-    LABEL_FEATURE: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
-_PATH_SPEC = {
-    PATH_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    LABEL_FEATURE: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
-}
+_INT64_MAX = 2**63 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureKeys:
+    """The tf.Example feature keys of the encoded image (bytes) and the integer label (int64)."""
+
+    image: str = IMAGE_FEATURE
+    label: str = LABEL_FEATURE
 
 
 def decode_image(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
@@ -44,9 +54,33 @@ def decode_image_batch(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
     )
 
 
-def parse_examples(serialized: tf.Tensor) -> dict:
-    """(B,) serialized tf.Examples -> {"image": (B,) string, "label": (B,) int64}."""
-    return tf.io.parse_example(serialized, _FEATURE_SPEC)
+def parse_examples(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> dict:
+    """(B,) serialized tf.Examples -> {IMAGE_FEATURE: (B,) string, LABEL_FEATURE: (B,) int64} whatever `keys`
+    names them; the label is -1 where an example has none."""
+    parsed = tf.io.parse_example(serialized, {
+        keys.image: tf.io.FixedLenFeature([], tf.string),
+        keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    })
+    return {IMAGE_FEATURE: parsed[keys.image], LABEL_FEATURE: parsed[keys.label]}
+
+
+def parse_labels(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> tf.Tensor:
+    """(B,) serialized tf.Examples -> (B,) int64 labels, -1 where an example has none."""
+    spec = {keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    return tf.io.parse_example(serialized, spec)[keys.label]
+
+
+def budget_keys(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> tf.Tensor:
+    """(B,) serialized tf.Examples -> (B,) string: each example's key for the label budget, its `path` feature
+    (ImageExampleGen's), or for an example without one IMAGE_HASH_KEY_PREFIX and the FarmHash64 of its
+    encoded image bytes (the same on every machine; byte-identical images share a key)."""
+    parsed = tf.io.parse_example(serialized, {
+        PATH_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        keys.image: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    })
+    image_hashes = tf.strings.as_string(tf.strings.to_hash_bucket_fast(parsed[keys.image], _INT64_MAX))
+    return tf.where(tf.strings.length(parsed[PATH_FEATURE]) > 0, parsed[PATH_FEATURE],
+                    tf.strings.join([IMAGE_HASH_KEY_PREFIX, image_hashes]))
 
 
 def examples_root(split_file_patterns: Sequence[str]) -> str:
@@ -58,16 +92,8 @@ def split_files(examples_uri: str, split: str) -> List[str]:
     return [os.path.join(examples_uri, f"Split-{split}", "*")]
 
 
-def read_class_names(examples_uri: str) -> List[str]:
-    """The class names ImageExampleGen recorded beside the splits (label i is class_names[i])."""
-    path = os.path.join(examples_uri, CLASS_NAMES_FILE)
-    if not tf.io.gfile.exists(path):
-        raise ValueError(f"{path} is missing: the examples were not written by selfsup's ImageExampleGen")
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
-
-
-def _records(file_patterns: Sequence[str], shuffle: bool, seed: int) -> tf.data.Dataset:
+def records(file_patterns: Sequence[str], shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """The serialized tf.Examples of the gzipped TFRecord files matching `file_patterns` (TFX writes them so)."""
     files = []
     for pattern in file_patterns:
         files.extend(tf.io.gfile.glob(pattern))
@@ -86,83 +112,84 @@ def _records(file_patterns: Sequence[str], shuffle: bool, seed: int) -> tf.data.
 
 def image_dataset(
     file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True,
-    with_labels: bool = False,
+    with_labels: bool = False, keys: FeatureKeys = FeatureKeys(),
 ) -> tf.data.Dataset:
     """Batches of images (batch_size, H, W, 3) float32 for pretraining, full batches only; with
     `with_labels`, (images, labels (batch_size,) int64) with -1 for unlabeled images.
 
     Streams from the files; shuffles within a 10,000-image buffer.
     """
-    records = _records(file_patterns, shuffle, seed)
+    examples = records(file_patterns, shuffle, seed)
     if shuffle:
-        records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        examples = examples.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
 
     def decode(batch: tf.Tensor):
-        features = parse_examples(batch)
+        features = parse_examples(batch, keys)
         images = decode_image_batch(features[IMAGE_FEATURE], image_size)
         return (images, features[LABEL_FEATURE]) if with_labels else images
 
     return (
-        records.batch(batch_size, drop_remainder=True)
+        examples.batch(batch_size, drop_remainder=True)
         .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def label_budget_paths(file_patterns: Sequence[str], labels_per_class: int) -> List[bytes]:
-    """The `path`s of the images a label budget keeps: per class, the `labels_per_class` images whose
-    path has the smallest SHA-256. The choice depends only on the paths, so it is the same on every
-    machine and for both Trainers, and nested: a smaller budget keeps a subset of a larger one's images.
+def label_budget_paths(file_patterns: Sequence[str], labels_per_class: int,
+                       keys: FeatureKeys = FeatureKeys()) -> List[bytes]:
+    """The keys (`budget_keys`: the `path`, else a hash of the image) of the images a label budget keeps: per
+    class, the `labels_per_class` images whose key has the smallest SHA-256. The choice depends only on the
+    keys, so it is the same on every machine and for both Trainers, and nested: a smaller budget keeps a subset
+    of a larger one's images.
     """
     by_class: Dict[int, List[Tuple[bytes, bytes]]] = {}
-    records = _records(file_patterns, shuffle=False, seed=0).batch(1024).map(
-        lambda batch: tf.io.parse_example(batch, _PATH_SPEC))
-    for batch in records.as_numpy_iterator():
-        for path, label in zip(batch[PATH_FEATURE], batch[LABEL_FEATURE]):
-            by_class.setdefault(int(label), []).append((hashlib.sha256(path).digest(), path))
-    return sorted(path for ranked in by_class.values() for _, path in sorted(ranked)[:labels_per_class])
+    batches = records(file_patterns).batch(1024).map(
+        lambda batch: (budget_keys(batch, keys), parse_labels(batch, keys)))
+    for batch_keys, batch_labels in batches.as_numpy_iterator():
+        for key, label in zip(batch_keys, batch_labels):
+            by_class.setdefault(int(label), []).append((hashlib.sha256(key).digest(), key))
+    return sorted(key for ranked in by_class.values() for _, key in sorted(ranked)[:labels_per_class])
 
 
 def labeled_dataset(
     file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool,
-    keep_paths: Optional[Sequence[bytes]] = None,
+    keep_paths: Optional[Sequence[bytes]] = None, keys: FeatureKeys = FeatureKeys(),
 ) -> tf.data.Dataset:
     """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller.
 
-    With `keep_paths` (label_budget_paths), only the examples whose `path` is in it.
+    With `keep_paths` (label_budget_paths), only the examples whose budget key is in it.
     """
-    records = _records(file_patterns, shuffle, seed)
+    examples = records(file_patterns, shuffle, seed)
     if keep_paths is not None:
         kept = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(list(keep_paths), tf.string),
                                                 tf.ones(len(keep_paths), tf.int32)), default_value=0)
-        records = records.filter(
-            lambda record: kept.lookup(tf.io.parse_single_example(record, _PATH_SPEC)[PATH_FEATURE]) > 0)
+        examples = examples.filter(lambda record: kept.lookup(budget_keys(record[tf.newaxis], keys)[0]) > 0)
     if shuffle:
-        records = records.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        examples = examples.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
 
     def decode(batch: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-        features = parse_examples(batch)
+        features = parse_examples(batch, keys)
         return decode_image_batch(features[IMAGE_FEATURE], image_size), features[LABEL_FEATURE]
 
-    return records.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return examples.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def unlabeled_and_labeled_batches(examples_uri: str, unlabeled_batch_size: int, labeled_batch_size: int,
-                                  image_size: int, seed: int,
-                                  keep_paths: Optional[Sequence[bytes]] = None) -> tf.data.Dataset:
+def unlabeled_and_labeled_batches(unlabeled_and_train_files: Sequence[str], train_files: Sequence[str],
+                                  unlabeled_batch_size: int, labeled_batch_size: int, image_size: int, seed: int,
+                                  keep_paths: Optional[Sequence[bytes]] = None,
+                                  keys: FeatureKeys = FeatureKeys()) -> tf.data.Dataset:
     """The batches of the semi-supervised stages (trainer/distill.py, trainer/fixmatch.py):
     `(unlabeled_images, (labeled_images, labels))`, endless on the labeled side.
 
-    The unlabeled side is the unlabeled and the train images (their labels ignored), full batches,
-    one pass per epoch (`semi_supervised_steps`); the labeled side is the train images of the label budget
-    (`keep_paths`; None for every train label) in full batches, repeated as often as needed (the train
-    split is much smaller).
+    The unlabeled side is the unlabeled and the train images (`unlabeled_and_train_files`, their labels
+    ignored), full batches, one pass per epoch (`semi_supervised_steps`); the labeled side is the train images
+    (`train_files`) of the label budget (`keep_paths`; None for every train label) in full batches, repeated as
+    often as needed (the train split is much smaller).
     """
-    unlabeled = image_dataset(split_files(examples_uri, "unlabeled") + split_files(examples_uri, "train"),
-                              unlabeled_batch_size, image_size, seed)
-    labeled = (labeled_dataset(split_files(examples_uri, "train"), labeled_batch_size, image_size, seed,
-                               shuffle=True, keep_paths=keep_paths)
+    unlabeled = image_dataset(unlabeled_and_train_files, unlabeled_batch_size, image_size, seed, keys=keys)
+    labeled = (labeled_dataset(train_files, labeled_batch_size, image_size, seed, shuffle=True,
+                               keep_paths=keep_paths, keys=keys)
                .unbatch().repeat().batch(labeled_batch_size, drop_remainder=True))
     return tf.data.Dataset.zip((unlabeled, labeled))
 

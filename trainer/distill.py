@@ -31,6 +31,7 @@ import tensorflow as tf
 from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_finetune_augmenter, view_maker
 from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.examples import EVAL, TRAIN, TrainingExamples
 from trainer.finetune import build_classifier, build_classifier_optimizer
 from trainer.hparams import TrainingConfig
 
@@ -159,7 +160,7 @@ def pretrained_encoder_weights(config: TrainingConfig, encoder: keras.Model) -> 
 
 
 def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy, teacher: keras.Model,
-                       encoder_weights: Optional[List[np.ndarray]], examples_uri: str, sizes: Dict[str, int],
+                       encoder_weights: Optional[List[np.ndarray]], examples: TrainingExamples,
                        log_dir: str, backup: checkpoints.EpochBackup,
                        keep_paths: Optional[Sequence[bytes]] = None) -> Tuple[keras.Model, Dict[str, List[float]]]:
     """Distils `teacher` into a new student for `training.distill_epochs` epochs (see the module docstring).
@@ -170,8 +171,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
       teacher: the fine-tuned candidate classifier; frozen (its `trainable` is set to False).
       encoder_weights: `pretrained_encoder_weights(...)`: the student's initial encoder weights, or
         None to start the student as a copy of the teacher.
-      examples_uri: the Examples artifact (unlabeled, train and eval splits).
-      sizes: the number of images of each split.
+      examples: what the Trainer reads (trainer/examples.py: the unlabeled, train and eval splits, their sizes).
       log_dir: TensorBoard logs go to `log_dir/distill`.
       backup: the per-epoch backup (and resume) of this fit.
       keep_paths: the label budget's train images (data.label_budget_paths); None for every train label.
@@ -184,7 +184,7 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
     Raises:
       ValueError: fewer unlabeled and train images than `training.batch_size`.
     """
-    steps_per_epoch = data.semi_supervised_steps(sizes, config.batch_size)
+    steps_per_epoch = data.semi_supervised_steps(examples.sizes, config.batch_size)
     seed = config.seed + 2  # pretraining uses the seed, fine-tuning seed + 1
     with strategy.scope():
         student_encoder = build_encoder(config.encoder, config.image_size, config.encoder_width)
@@ -201,10 +201,11 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.distill_learning_rate,
                                                            config.distill_epochs * steps_per_epoch))
-    batches = data.unlabeled_and_labeled_batches(examples_uri, config.batch_size, config.finetune_batch_size,
-                                                 config.image_size, seed, keep_paths)
-    eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size, seed,
-                                        shuffle=False)
+    batches = data.unlabeled_and_labeled_batches(examples.unlabeled_and_train_files, examples.files[TRAIN],
+                                                 config.batch_size, config.finetune_batch_size, config.image_size,
+                                                 seed, keep_paths, examples.keys)
+    eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, seed, shuffle=False,
+                                        keys=examples.keys)
     callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
     print(f"[selfsup] distillation: {config.distill_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
           f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "

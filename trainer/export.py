@@ -1,8 +1,8 @@
 """Exports the classifier as a SavedModel with two signatures, decoding inside the model, plus a `.keras`
 and a TFLite copy of it in the SavedModel's `assets.extra/`.
 
-- `serving_default`: (B,) serialized tf.Examples with an `image` bytes feature (what TFMA and
-  TFX's evaluator feed).
+- `serving_default`: (B,) serialized tf.Examples with the encoded image under `training.image_feature`
+  (`image` by default; what TFMA and TFX's evaluator feed).
 - `serving_images`: (B,) raw encoded image bytes, JPEG/PNG/GIF/BMP (what a user sends).
 
 Both return `probabilities` (B, C) float32, `class_ids` (B,) int64 and `classes` (B,) string.
@@ -32,7 +32,7 @@ from typing import List
 import keras
 import tensorflow as tf
 
-from trainer.data import CLASS_NAMES_FILE, IMAGE_FEATURE, decode_image_batch, parse_examples
+from trainer.data import CLASS_NAMES_FILE, IMAGE_FEATURE, FeatureKeys, decode_image_batch, parse_examples
 
 SERVING_EXAMPLES_SIGNATURE = "serving_default"
 SERVING_IMAGES_SIGNATURE = "serving_images"
@@ -42,9 +42,11 @@ TFLITE_FILE = "model.tflite"
 TFLITE_SIGNATURE, TFLITE_INPUT, TFLITE_OUTPUT = "serving_default", "images", "probabilities"
 
 
-def export_classifier(classifier: keras.Model, class_names: List[str], image_size: int, export_dir: str) -> None:
-    """Writes the SavedModel to `export_dir` and the `.keras`, TFLite and class-name files to
-    `export_dir/assets.extra`."""
+def export_classifier(classifier: keras.Model, class_names: List[str], image_size: int, export_dir: str,
+                      image_feature: str = IMAGE_FEATURE) -> None:
+    """Writes the SavedModel to `export_dir` (`serving_default` reads the image from the tf.Example feature
+    `image_feature`) and the `.keras`, TFLite and class-name files to `export_dir/assets.extra`."""
+    keys = FeatureKeys(image=image_feature)
     class_table = tf.constant(class_names)
 
     def predict(encoded_images: tf.Tensor, signature: str, what: str) -> dict:
@@ -60,7 +62,7 @@ def export_classifier(classifier: keras.Model, class_names: List[str], image_siz
     archive.track(classifier)
     archive.add_endpoint(
         name=SERVING_EXAMPLES_SIGNATURE,
-        fn=lambda examples: predict(parse_examples(examples)[IMAGE_FEATURE], SERVING_EXAMPLES_SIGNATURE,
+        fn=lambda examples: predict(parse_examples(examples, keys)[IMAGE_FEATURE], SERVING_EXAMPLES_SIGNATURE,
                                     "serialized tf.Example"),
         input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
     )

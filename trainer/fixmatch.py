@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_augmenter, build_finetune_augmenter, view_maker
+from trainer.examples import EVAL, TRAIN, TrainingExamples
 from trainer.finetune import build_classifier_optimizer
 from trainer.hparams import TrainingConfig, augment_settings
 
@@ -135,7 +136,7 @@ def labeled_batches(config: TrainingConfig, sizes: Dict[str, int]) -> int:
 
 
 def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy, classifier: keras.Model,
-                        examples_uri: str, sizes: Dict[str, int], log_dir: str, backup: checkpoints.EpochBackup,
+                        examples: TrainingExamples, log_dir: str, backup: checkpoints.EpochBackup,
                         keep_paths: Optional[Sequence[bytes]] = None) -> Dict[str, List[float]]:
     """Trains `classifier` in place for `training.fixmatch_epochs` epochs (see the module docstring).
 
@@ -143,8 +144,7 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
       config: the training config (`fixmatch_*`, batch sizes, augmentations).
       strategy: the strategy `classifier` was built under.
       classifier: the fine-tuned candidate classifier.
-      examples_uri: the Examples artifact (unlabeled, train and eval splits).
-      sizes: the number of images of each split.
+      examples: what the Trainer reads (trainer/examples.py: the unlabeled, train and eval splits, their sizes).
       log_dir: TensorBoard logs go to `log_dir/fixmatch`.
       backup: the per-epoch backup (and resume) of this fit.
       keep_paths: the label budget's train images (data.label_budget_paths); None for every train label.
@@ -156,7 +156,7 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
     Raises:
       ValueError: fewer unlabeled and train images than `training.batch_size`.
     """
-    steps_per_epoch = data.semi_supervised_steps(sizes, config.batch_size)
+    steps_per_epoch = data.semi_supervised_steps(examples.sizes, config.batch_size)
     seed = config.seed + 3  # pretraining uses the seed, fine-tuning seed + 1, distillation seed + 2
     with strategy.scope():
         model = FixMatch(
@@ -168,10 +168,11 @@ def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.fixmatch_learning_rate,
                                                            config.fixmatch_epochs * steps_per_epoch))
-    batches = data.unlabeled_and_labeled_batches(examples_uri, config.batch_size, config.finetune_batch_size,
-                                                 config.image_size, seed, keep_paths)
-    eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size, seed,
-                                        shuffle=False)
+    batches = data.unlabeled_and_labeled_batches(examples.unlabeled_and_train_files, examples.files[TRAIN],
+                                                 config.batch_size, config.finetune_batch_size, config.image_size,
+                                                 seed, keep_paths, examples.keys)
+    eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, seed, shuffle=False,
+                                        keys=examples.keys)
     callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
     print(f"[selfsup] fixmatch: {config.fixmatch_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
           f"unlabeled and {config.finetune_batch_size} labeled images at learning rate "

@@ -6,7 +6,7 @@ the same object from `fn_args.custom_config` inside its executor.
 """
 
 import dataclasses
-from typing import Dict, Literal, Optional
+from typing import Dict, List, Literal, Optional
 
 METHODS = ("simclr", "simsiam", "byol")
 ENCODERS = ("small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
@@ -17,6 +17,10 @@ _MIN_ENCODER_IMAGE_SIZE = {"small_cnn": 32, "resnet50": 32, "efficientnet_b0": 3
 def min_image_size(encoder: str) -> int:
     return _MIN_ENCODER_IMAGE_SIZE.get(encoder, 8)
 
+
+# The tf.Example feature keys of the encoded image and the integer label that selfsup's ImageExampleGen writes:
+# the defaults of `training.image_feature` / `training.label_feature` (trainer/examples.py).
+IMAGE_FEATURE, LABEL_FEATURE = "image", "label"
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -115,13 +119,22 @@ class TrainingConfig:
     # (trainer/augment.py view_maker).
     augment_jit_compile: bool = True
 
+    # What the Trainers read (trainer/examples.py): the feature keys of the encoded image and of the integer label;
+    # the class names when the examples have no class_names.json beside their splits (ImportExampleGen's);
+    # the splits pretrained on without labels besides the train splits (None: `unlabeled` when there is one).
+    image_feature: str = IMAGE_FEATURE
+    label_feature: str = LABEL_FEATURE
+    class_names: Optional[List[str]] = None
+    unlabeled_splits: Optional[List[str]] = None
+
     # Pretraining starts from this earlier encoder (a Pretrainer Model artifact or an exported encoder
     # folder, see trainer/encoder_artifact.py) instead of random weights.
     init_encoder: Optional[str] = None
 
     finetune_batch_size: int = 64
-    # The label budget: at most this many train labels per class, chosen by a hash of each image's path
-    # (trainer/data.py label_budget_paths); both Trainers use the same subset, pretraining sees every image.
+    # The label budget: at most this many train labels per class, chosen by a hash of each image's path, or of
+    # its bytes when it has no path (trainer/data.py label_budget_paths); both Trainers use the same subset,
+    # pretraining sees every image.
     labels_per_class: Optional[int] = None
     linear_epochs: int = 10
     linear_learning_rate: float = 1e-2
@@ -185,6 +198,20 @@ class TrainingConfig:
                 f"must be positive, got {self.labels_per_class}")
         require(self.init_encoder is None or bool(self.init_encoder.strip()), prefix + "init_encoder",
                 "must not be empty")
+        for key in ("image_feature", "label_feature"):
+            require(bool(getattr(self, key).strip()), prefix + key, "must not be empty")
+        require(self.image_feature != self.label_feature, prefix + "label_feature",
+                f"must differ from training.image_feature, both are {self.label_feature!r}")
+        if self.class_names is not None:
+            require(len(self.class_names) >= 2, prefix + "class_names",
+                    f"needs at least two classes, got {self.class_names}")
+            require(len(set(self.class_names)) == len(self.class_names), prefix + "class_names",
+                    f"has duplicate names: {self.class_names}")
+        if self.unlabeled_splits is not None:
+            require(all(name.strip() for name in self.unlabeled_splits), prefix + "unlabeled_splits",
+                    f"has an empty split name: {self.unlabeled_splits}")
+            require(len(set(self.unlabeled_splits)) == len(self.unlabeled_splits), prefix + "unlabeled_splits",
+                    f"names a split twice: {self.unlabeled_splits}")
         require(self.distill_labeled_weight >= 0, prefix + "distill_labeled_weight",
                 f"must be zero or more, got {self.distill_labeled_weight}")
         require(0.0 < self.fixmatch_threshold <= 1.0, prefix + "fixmatch_threshold",
@@ -247,8 +274,10 @@ class TrainingConfig:
 
 
 # The settings the supervised baseline reads: its encoder, its data, its schedule, the distribution, the precision.
+# (The unlabeled splits count for the labeled batches of the candidate's semi-supervised stages.)
 BASELINE_FIELDS = (
-    "encoder", "encoder_width", "encoder_weights", "image_size", "finetune_augment", "finetune_batch_size",
+    "encoder", "encoder_width", "encoder_weights", "image_size", "image_feature", "label_feature", "class_names",
+    "unlabeled_splits", "finetune_augment", "finetune_batch_size",
     "labels_per_class", "linear_epochs", "finetune_epochs", "baseline_learning_rate", "optimizer", "weight_decay",
     "seed", "strategy", "tpu_address", "precision",
 )

@@ -9,7 +9,7 @@ artifact: continue pretraining on new data, or with `pretrain_epochs: 0` fine-tu
 
 import os
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 import keras
 import tensorflow as tf
@@ -18,6 +18,7 @@ from trainer import checkpoints, data, distribute, monitors, progress
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoder_artifact import load_encoder
 from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
 from trainer.optimizers import build_optimizer
@@ -30,25 +31,25 @@ def initial_encoder(config: TrainingConfig) -> keras.Model:
     return build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
 
 
-def pretrain_encoder(config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
-                     sizes: Dict[str, int], class_names: List[str], log_dir: str,
-                     backup: checkpoints.EpochBackup) -> Tuple[keras.Model, Dict[str, list], Dict[str, float]]:
+def pretrain_encoder(
+    config: TrainingConfig, strategy: tf.distribute.Strategy, examples: TrainingExamples, log_dir: str,
+    backup: checkpoints.EpochBackup,
+) -> Tuple[keras.Model, Dict[str, list], Dict[str, float]]:
     """Builds (or loads) the encoder and pretrains it; returns it, the history and the seconds it took."""
     with strategy.scope():
         encoder = initial_encoder(config)
     started = time.monotonic()
-    history = pretrain(config, strategy, encoder, examples_uri, sizes, class_names, log_dir, backup)
+    history = pretrain(config, strategy, encoder, examples, log_dir, backup)
     return encoder, history, {"pretrain_seconds": round(time.monotonic() - started, 1)}
 
 
-def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model, examples_uri: str,
-             sizes: Dict[str, int], class_names: List[str], log_dir: str,
-             backup: checkpoints.EpochBackup) -> Dict[str, list]:
-    """Self-supervised pretraining of `encoder` in place; returns the per-epoch history."""
+def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: keras.Model,
+             examples: TrainingExamples, log_dir: str, backup: checkpoints.EpochBackup) -> Dict[str, list]:
+    """Self-supervised pretraining of `encoder` in place on the unlabeled and train splits of `examples`;
+    returns the per-epoch history."""
     if config.pretrain_epochs == 0:
         return {}
-    files = data.split_files(examples_uri, "unlabeled") + data.split_files(examples_uri, "train")
-    images = sizes["unlabeled"] + sizes["train"]
+    images = examples.sizes[UNLABELED] + examples.sizes[TRAIN]
     if images < config.batch_size:
         raise ValueError(
             f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
@@ -68,7 +69,7 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
             config, encoder, augmenter, is_sequence,
             make_encoder=lambda: build_encoder(config.encoder, config.image_size, config.encoder_width,
                                                config.encoder_weights),
-            steps_per_epoch=steps_per_epoch, num_classes=len(class_names),
+            steps_per_epoch=steps_per_epoch, num_classes=len(examples.class_names),
         )
         model.compile(optimizer=build_optimizer(
             config.optimizer, config.pretrain_learning_rate, config.weight_decay,
@@ -76,19 +77,20 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
         ))
     # Labels come along (-1 for unlabeled images) for the online probe only; the SSL loss ignores them.
     dataset = distribute.shard_by_data(
-        data.image_dataset(files, config.batch_size, config.image_size, config.seed, with_labels=True))
+        data.image_dataset(examples.unlabeled_and_train_files, config.batch_size, config.image_size, config.seed,
+                           with_labels=True, keys=examples.keys))
 
     def encode(batch):
         features = encoder(batch, training=False)
         return tf.reduce_mean(features, axis=1) if is_sequence else features
 
     labeled = {
-        split: data.labeled_dataset(data.split_files(examples_uri, split), 256, config.image_size, config.seed, False)
-        for split in ("train", "eval")
+        role: data.labeled_dataset(examples.files[role], 256, config.image_size, config.seed, False, keys=examples.keys)
+        for role in (TRAIN, EVAL)
     }
     callbacks = [
         monitors.FailOnNanLoss(),
-        monitors.KnnMonitor(encode, labeled["train"], labeled["eval"], config.knn_k, len(class_names),
+        monitors.KnnMonitor(encode, labeled[TRAIN], labeled[EVAL], config.knn_k, len(examples.class_names),
                             config.monitor_every_epochs),
         monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
         backup,

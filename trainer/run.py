@@ -15,6 +15,13 @@ Both classifiers export the same SavedModel signatures (trainer/export.py) and w
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact, one
 folder per training phase, named as the phase's history keys (`linear/`, `finetune/`, `distill/`, ...).
 
+What the Trainers read (trainer/examples.py): the `train_args` and `eval_args` splits of any Examples artifact
+of tf.Examples with an encoded image and an int64 label (feature keys `training.image_feature`,
+`training.label_feature`), and for pretraining, FixMatch and distillation also the unlabeled splits
+(`training.unlabeled_splits`; unset, ImageExampleGen's `unlabeled` when there is one, else the train splits only).
+The class names and split sizes come from ImageExampleGen's `class_names.json` and `ingest_report.json`; for
+other ExampleGens (ImportExampleGen) from `training.class_names` (or the largest label) and a count of the splits.
+
 Distribution (trainer/distribute.py): `training.batch_size` and `training.finetune_batch_size`
 are global batches, split across the replicas by Keras. Only the chief writes the model, the
 history and the TensorBoard logs; other workers write into a temporary folder that is removed.
@@ -29,7 +36,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -38,6 +45,7 @@ from trainer import checkpoints, data, distill, distribute, fixmatch, monitors, 
 from trainer.augment import build_finetune_augmenter
 from trainer.encoder_artifact import describe, load_encoder, save_encoder, weights_digest
 from trainer.encoders import build_encoder, encoder_outputs_sequence
+from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples, read_training_examples
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import ConfigError, TrainingConfig
@@ -82,19 +90,13 @@ def custom_config_of(config: TrainingConfig, role: str) -> Dict[str, Any]:
     return config.baseline_dict() if role == BASELINE else config.to_dict()
 
 
-def _split_sizes(examples_uri: str) -> Dict[str, int]:
-    with tf.io.gfile.GFile(os.path.join(examples_uri, "ingest_report.json")) as handle:
-        report = json.load(handle)
-    return {split: counts["written"] for split, counts in report["splits"].items()}
-
-
-def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples_uri: str,
-           class_names: List[str], log_dir: str, backup_dir: str, backup_save_dir: str,
+def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples: TrainingExamples,
+           log_dir: str, backup_dir: str, backup_save_dir: str,
            base_model: Optional[str]) -> Tuple[keras.Model, Dict[str, Any]]:
     """Classifier training (candidate: from the encoder at `base_model`; baseline: from random weights)
     and distillation (candidate, `training.distill_epochs`); returns the classifier and
     {"history", "timings", "encoder"} for history.json."""
-    sizes = _split_sizes(examples_uri)
+    sizes = examples.sizes
     is_sequence = encoder_outputs_sequence(config.encoder)
     encoder_record = None
     with strategy.scope():
@@ -106,17 +108,16 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         else:
             encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
 
-    train_files = data.split_files(examples_uri, "train")
-    keep_paths = (data.label_budget_paths(train_files, config.labels_per_class)
+    keep_paths = (data.label_budget_paths(examples.files[TRAIN], config.labels_per_class, examples.keys)
                   if config.labels_per_class is not None else None)
-    train_images = len(keep_paths) if keep_paths is not None else sizes["train"]
+    train_images = len(keep_paths) if keep_paths is not None else sizes[TRAIN]
     if config.labels_per_class is not None:
-        print(f"[selfsup] label budget: {train_images} of {sizes['train']} train images "
+        print(f"[selfsup] label budget: {train_images} of {sizes[TRAIN]} train images "
               f"(at most {config.labels_per_class} per class)", flush=True)
-    train_dataset = data.labeled_dataset(train_files, config.finetune_batch_size, config.image_size, config.seed,
-                                         shuffle=True, keep_paths=keep_paths)
-    eval_dataset = data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, config.image_size,
-                                        config.seed, shuffle=False)
+    train_dataset = data.labeled_dataset(examples.files[TRAIN], config.finetune_batch_size, config.image_size,
+                                         config.seed, shuffle=True, keep_paths=keep_paths, keys=examples.keys)
+    eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, config.seed, shuffle=False,
+                                        keys=examples.keys)
     steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
     matched_epochs = 0
     if role == BASELINE:
@@ -137,7 +138,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     encoder_weights_before_finetuning = distill.pretrained_encoder_weights(config, encoder) if distilling else None
     started = time.monotonic()
     with strategy.scope():
-        classifier = build_classifier(encoder, len(class_names), config.image_size, is_sequence)
+        classifier = build_classifier(encoder, len(examples.class_names), config.image_size, is_sequence)
         augmenter = build_finetune_augmenter(config.finetune_augment, config.image_size, config.seed + 1)
         history.update(train_classifier(
             classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
@@ -148,13 +149,13 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     if role == CANDIDATE and config.fixmatch_epochs > 0:
         started = time.monotonic()
         history.update(fixmatch.fixmatch_classifier(
-            config, strategy, classifier, examples_uri, sizes, log_dir,
+            config, strategy, classifier, examples, log_dir,
             checkpoints.EpochBackup(backup_dir, backup_save_dir, "fixmatch"), keep_paths=keep_paths))
         timings["fixmatch_seconds"] = round(time.monotonic() - started, 1)
     if distilling:  # the fine-tuned classifier becomes the teacher; the student is the candidate
         started = time.monotonic()
         classifier, distill_history = distill.distill_classifier(
-            config, strategy, classifier, encoder_weights_before_finetuning, examples_uri, sizes, log_dir,
+            config, strategy, classifier, encoder_weights_before_finetuning, examples, log_dir,
             checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"), keep_paths=keep_paths)
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
@@ -165,7 +166,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
 
 
 def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_dir: str, log_dir: str,
-                     backup_dir: str, base_model: Optional[str] = None) -> Dict[str, list]:
+                     backup_dir: str, base_model: Optional[str] = None, eval_files=None) -> Dict[str, list]:
     """Everything `run_fn` does, with plain arguments (used by tests and benchmarks too).
 
     It trains under the Keras dtype policy `training.precision` chooses (trainer/precision.py), says which
@@ -174,13 +175,14 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
 
     Args:
       custom_config: the `training:` section as a dict, plus `role` ("pretrainer", "candidate" or "baseline").
-      train_files: the train split's file patterns (`<examples URI>/Split-train/*`).
+      train_files: the train splits' file patterns (`<examples URI>/Split-train/*`).
       serving_model_dir: where the chief exports the SavedModel; `history.json` (and the Pretrainer's
         encoder files) go beside it.
       log_dir: where the chief writes the TensorBoard logs.
       backup_dir: the per-epoch backups, the same for every retry (see `checkpoints.backup_root`);
         removed when the run completes.
       base_model: the candidate's encoder (the Pretrainer's Model artifact or its Format-Serving folder).
+      eval_files: the eval splits' file patterns; None: the `eval` split beside the train files.
 
     Returns:
       The history of every training phase: `"<phase>/<metric>"` -> one value per epoch.
@@ -202,37 +204,38 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
     try:
         return _train_and_export(role, config, strategy, {"policy": policy, "setting": config.precision,
                                                           "reason": reason},
-                                 train_files, serving_model_dir, log_dir, backup_dir, base_model)
+                                 train_files, eval_files, serving_model_dir, log_dir, backup_dir, base_model)
     finally:  # so that one process's Trainers (and tests) do not leak the policy into each other
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy,
-                      precision_record: Dict[str, str], train_files, serving_model_dir: str, log_dir: str,
-                      backup_dir: str, base_model: Optional[str]) -> Dict[str, list]:
+                      precision_record: Dict[str, str], train_files, eval_files, serving_model_dir: str,
+                      log_dir: str, backup_dir: str, base_model: Optional[str]) -> Dict[str, list]:
     keras.utils.set_random_seed(config.seed)
-    examples_uri = data.examples_root(train_files)
-    class_names = data.read_class_names(examples_uri)
+    if eval_files is None:
+        eval_files = data.split_files(data.examples_root(train_files), EVAL)
+    examples = read_training_examples(train_files, eval_files, config)
+    class_names = examples.class_names
 
     with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir, backup_dir=backup_dir,
                                      artifact_dir=os.path.dirname(serving_model_dir)) as folders:
         if role == PRETRAINER:
-            sizes = _split_sizes(examples_uri)
             backup = checkpoints.EpochBackup(backup_dir, folders["backup_dir"], "pretraining")
-            encoder, history, timings = pretrain_encoder(config, strategy, examples_uri, sizes, class_names,
-                                                         folders["log_dir"], backup)
+            encoder, history, timings = pretrain_encoder(config, strategy, examples, folders["log_dir"], backup)
             record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
                       "timings": timings, "precision": precision_record,
                       "config": dict(custom_config_of(config, role))}
-            save_encoder(encoder, describe(config, examples_uri, sizes["unlabeled"] + sizes["train"],
+            save_encoder(encoder, describe(config, examples.uri, examples.sizes[UNLABELED] + examples.sizes[TRAIN],
                                            config.init_encoder),
                          record, folders["artifact_dir"], folders["serving_model_dir"],
                          encoder_outputs_sequence(config.encoder))
         else:
-            classifier, record = _train(role, config, strategy, examples_uri, class_names, folders["log_dir"],
-                                        backup_dir, folders["backup_dir"], base_model)
+            classifier, record = _train(role, config, strategy, examples, folders["log_dir"], backup_dir,
+                                        folders["backup_dir"], base_model)
             history = record["history"]
-            export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"])
+            export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"],
+                              image_feature=examples.keys.image)
             tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet
             with tf.io.gfile.GFile(os.path.join(folders["artifact_dir"], HISTORY_FILE), "w") as handle:
                 json.dump(dict(record, role=role, method=config.method, class_names=class_names,
@@ -256,6 +259,7 @@ def run_fn(fn_args) -> None:
     level = absl_logger.level
     try:
         train_and_export(fn_args.custom_config, fn_args.train_files, fn_args.serving_model_dir,
-                         fn_args.model_run_dir, backup_dir, base_model=fn_args.base_model)
+                         fn_args.model_run_dir, backup_dir, base_model=fn_args.base_model,
+                         eval_files=fn_args.eval_files)
     finally:
         absl_logger.setLevel(level)
