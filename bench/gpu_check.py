@@ -84,6 +84,7 @@ RUN_DATA = {"unlabeled": 4000, "labeled_per_class": 25, "test_per_class": 25}
 RUN_SETTINGS = (
     "data.follow_external_links=true",  # the subset is symbolic links into the extracted cifar10-ssl
     "training.pretrain_epochs=3", "training.linear_epochs=2", "training.finetune_epochs=2",
+    "training.fixmatch_epochs=2",
     "training.monitor_every_epochs=3", "training.precision=auto", "training.strategy=auto",
 )
 RUN_LOG_PREFIXES = ("[selfsup] precision", "[selfsup] distribution strategy")

@@ -21,7 +21,8 @@ from trainer.hparams import TrainingConfig
 
 IMAGE_SIZE = 32
 # 1,697 unlabeled and train images: 13 steps of 128 per distillation epoch.
-TINY = dict(encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
             projection_dim=16, projection_hidden_dim=16, knn_k=3, seed=0, distill_learning_rate=3e-3)
 
 

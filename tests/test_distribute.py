@@ -35,7 +35,8 @@ from trainer.monitors import NanLossError
 TINY_MODEL = dict(encoder="small_cnn", encoder_width=8, image_size=32, projection_dim=8, projection_hidden_dim=8,
                   predictor_hidden_dim=4)
 # Pretraining reads 48 images (24 unlabeled + 24 train): 3 steps of 16 per epoch.
-TINY_TRAINING = dict(TINY_MODEL, method="simclr", batch_size=16, finetune_batch_size=19, linear_epochs=1,
+TINY_TRAINING = dict(TINY_MODEL, fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+                     method="simclr", batch_size=16, finetune_batch_size=19, linear_epochs=1,
                      finetune_epochs=1, knn_k=3, monitor_every_epochs=1, strategy="auto")
 SUBPROCESS_TIMEOUT_SECONDS = 300
 

@@ -17,7 +17,8 @@ from trainer.examples import read_training_examples
 from trainer.hparams import ConfigError, TrainingConfig
 
 IMAGE_KEY, LABEL_KEY = "image/encoded", "image/class/label"
-TINY = dict(encoder="resnet10_cifar", encoder_width=8, image_size=8, batch_size=8, finetune_batch_size=8,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="resnet10_cifar", encoder_width=8, image_size=8, batch_size=8, finetune_batch_size=8,
             linear_epochs=1, finetune_epochs=0, pretrain_epochs=0, precision="float32",
             image_feature=IMAGE_KEY, label_feature=LABEL_KEY)
 

@@ -87,7 +87,8 @@ def test_an_empty_batch_is_refused_with_a_clear_error(exported, signature, input
 
 IMAGE_SIZE = 32
 EVAL_IMAGES = 64
-TINY = dict(encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, finetune_batch_size=32, linear_epochs=10,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, finetune_batch_size=32, linear_epochs=10,
             finetune_epochs=10, baseline_learning_rate=3e-3, finetune_augment={"flip_probability": 0.0},
             seed=0, strategy="default")
 # TFLite computes in float32 whatever the training precision; a bfloat16 SavedModel's probabilities differ from

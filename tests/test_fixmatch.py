@@ -8,7 +8,6 @@
 - the cache keys: FixMatch settings never re-run the Pretrainer, and the baseline only when the stage is on.
 """
 
-import math
 
 import keras
 import numpy as np
@@ -246,22 +245,22 @@ def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(e
 
     assert len(candidate["history"]["fixmatch/loss"]) == 2 and candidate["timings"]["fixmatch_seconds"] > 0
     assert (tmp_path / "b1" / "fixmatch-fit-1").is_dir()
-    # 40 labels in batches of 32: 2 batches per epoch; FixMatch: 2 epochs x 13 steps = 26 labeled batches.
-    steps = math.ceil(4 * 10 / TINY["finetune_batch_size"])
+    # FixMatch: 2 epochs x 13 steps of 32 labeled images; the baseline: 2 more epochs of 13 labeled batches.
     sizes = training_examples.sizes
-    fixmatch_batches = 2 * ((sizes["unlabeled"] + sizes["train"]) // TINY["batch_size"])
-    assert baseline["matched_epochs"] == math.ceil(fixmatch_batches / steps) == 13
-    assert len(baseline["history"]["supervised/loss"]) == 1 + 1 + 13
+    steps = (sizes["unlabeled"] + sizes["train"]) // TINY["batch_size"]
+    assert steps == 13 and baseline["matched_labeled_batches"] == {"epochs": 2, "steps_per_epoch": steps}
+    assert len(baseline["history"]["supervised/loss"]) == 1 + 1 and len(baseline["history"]["matched/loss"]) == 2
     assert not [key for key in baseline["history"] if key.startswith("fixmatch/")]
 
 
 def test_fixmatch_settings_change_the_baseline_only_when_the_stage_is_on():
-    off = TrainingConfig()
+    off = TrainingConfig(fixmatch_epochs=0)
     on = TrainingConfig(fixmatch_epochs=5)
+    assert TrainingConfig().fixmatch_epochs == 10  # on by default
     assert off.pretraining_dict() == on.pretraining_dict() == TrainingConfig(
         fixmatch_epochs=3, fixmatch_threshold=0.8, fixmatch_augment={"crop_scale_min": 0.3}).pretraining_dict()
     assert "fixmatch_epochs" not in off.baseline_dict()
-    assert TrainingConfig(fixmatch_threshold=0.5).baseline_dict() == off.baseline_dict()
+    assert TrainingConfig(fixmatch_epochs=0, fixmatch_threshold=0.5).baseline_dict() == off.baseline_dict()
     assert on.baseline_dict()["fixmatch_epochs"] == 5 and on.baseline_dict()["batch_size"] == 256
     assert TrainingConfig(fixmatch_epochs=5, fixmatch_threshold=0.5).baseline_dict() == on.baseline_dict()
 

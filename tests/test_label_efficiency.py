@@ -22,7 +22,8 @@ def test_fewer_than_two_budgets_fail_before_any_work(tmp_path, capsys):
 def test_two_budgets_pretrain_once_fine_tune_twice_and_compare(real_images, tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("training:\n  encoder_width: 16\n  projection_dim: 16\n  projection_hidden_dim: 16\n"
-                      "  batch_size: 64\n  pretrain_epochs: 1\n  linear_epochs: 1\n  finetune_epochs: 1\n")
+                      "  batch_size: 64\n  pretrain_epochs: 1\n  linear_epochs: 1\n  finetune_epochs: 1\n"
+                      "  fixmatch_epochs: 0\n")
     output = tmp_path / "out"
     completed = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "--data", str(real_images), "--output", str(output),

@@ -16,7 +16,8 @@ from trainer.hparams import TrainingConfig
 
 pytestmark = pytest.mark.e2e
 
-TINY = dict(encoder_width=16, projection_dim=16, projection_hidden_dim=32, batch_size=64, pretrain_epochs=1,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder_width=16, projection_dim=16, projection_hidden_dim=32, batch_size=64, pretrain_epochs=1,
             linear_epochs=1, finetune_epochs=1, knn_k=5, precision="float32")
 # Blessed whatever the accuracies, so that the Pusher pushes.
 EVALUATION = EvaluationConfig(min_accuracy=0.0, margin=-0.99, min_eval_per_class=10)

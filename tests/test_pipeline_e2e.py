@@ -35,6 +35,7 @@ training:
   pretrain_epochs: 2
   linear_epochs: 2
   finetune_epochs: 1
+  fixmatch_epochs: 1
   knn_k: 5
 """
 

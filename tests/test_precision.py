@@ -27,7 +27,8 @@ from trainer.methods import build_method
 
 IMAGE_SIZE = 32
 # 1,697 unlabeled and train images: 13 steps of 128 per pretraining or distillation epoch.
-TINY = dict(encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
             projection_dim=16, projection_hidden_dim=16, knn_k=3, seed=0, strategy="default")
 ZEN3 = {"fpu", "sse2", "avx", "avx2", "fma"}
 ZEN4 = ZEN3 | {"avx512f", "avx512_bf16"}

@@ -26,7 +26,8 @@ from trainer import data, encoder_artifact, run
 from trainer.encoders import build_encoder
 from trainer.hparams import ConfigError, TrainingConfig
 
-TINY = dict(encoder="small_cnn", encoder_width=8, image_size=32, batch_size=16, projection_dim=8,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="small_cnn", encoder_width=8, image_size=32, batch_size=16, projection_dim=8,
             projection_hidden_dim=8, knn_k=3, monitor_every_epochs=1, linear_epochs=1, finetune_epochs=1)
 
 

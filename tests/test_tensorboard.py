@@ -17,7 +17,8 @@ from trainer import data, run
 from trainer.hparams import TrainingConfig
 
 IMAGE_SIZE = 32
-TINY = dict(encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
+TINY = dict(fixmatch_epochs=0,  # FixMatch: tests/test_fixmatch.py
+            encoder="small_cnn", encoder_width=16, image_size=IMAGE_SIZE, batch_size=128, finetune_batch_size=32,
             projection_dim=16, projection_hidden_dim=16, knn_k=3, monitor_every_epochs=100, seed=0,
             strategy="default", pretrain_epochs=2, linear_epochs=2, finetune_epochs=3, distill_epochs=2)
 
@@ -59,24 +60,24 @@ def trained(digits_examples_uri, tmp_path_factory):
             "baseline": (baseline_history, baseline_logs)}
 
 
-# Epochs of each phase: as configured; the baseline's linear + finetune epochs, and more when it matches the
-# candidate's semi-supervised stages (trainer/run.py).
-MIN_EPOCHS = {"pretrain": TINY["pretrain_epochs"], "linear": TINY["linear_epochs"],
-              "finetune": TINY["finetune_epochs"], "distill": TINY["distill_epochs"],
-              "supervised": TINY["linear_epochs"] + TINY["finetune_epochs"]}
+# Epochs of each phase: as configured; the baseline's linear + finetune epochs, then as many as the
+# candidate's semi-supervised stages in its `matched` phase (trainer/finetune.py).
+EPOCHS = {"pretrain": TINY["pretrain_epochs"], "linear": TINY["linear_epochs"],
+          "finetune": TINY["finetune_epochs"], "distill": TINY["distill_epochs"],
+          "supervised": TINY["linear_epochs"] + TINY["finetune_epochs"], "matched": TINY["distill_epochs"]}
 
 
 @pytest.mark.parametrize("role, phases", [
     ("pretrainer", ["pretrain"]),
     ("candidate", ["distill", "finetune", "linear"]),
-    ("baseline", ["supervised"]),
+    ("baseline", ["matched", "supervised"]),
 ])
 def test_every_phase_has_its_own_folder_with_every_epoch(trained, role, phases):
     history, log_dir = trained[role]
     assert sorted(os.listdir(log_dir)) == phases
     for phase in phases:
         epochs = len(history[f"{phase}/loss"])
-        assert epochs == MIN_EPOCHS[phase] if phase != "supervised" else epochs >= MIN_EPOCHS[phase]
+        assert epochs == EPOCHS[phase]
         # Pretraining has no validation data; the classifier phases evaluate on the eval split every epoch.
         subfolders = {"train": "loss"} if phase == "pretrain" else {"train": "loss", "validation": "val_loss"}
         for subfolder, key in subfolders.items():

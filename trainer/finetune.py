@@ -9,7 +9,7 @@ epochs count from 0, so in one folder a phase would overwrite the one before.
 """
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -17,6 +17,9 @@ import tensorflow as tf
 from trainer import progress
 from trainer.hparams import TrainingConfig
 from trainer.optimizers import build_optimizer
+
+# The baseline's phase of as many labeled batches as the candidate's semi-supervised stages train on.
+MATCHED_PHASE = "matched"
 
 
 def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is_sequence: bool) -> keras.Model:
@@ -46,7 +49,7 @@ def build_classifier_optimizer(config: TrainingConfig, learning_rate: float,
 
 def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs: int, learning_rate: float,
                config: TrainingConfig, steps_per_epoch: int, callbacks: List, log_dir: str,
-               phase: str) -> Dict[str, List[float]]:
+               phase: str, steps_per_epoch_of_fit: Optional[int] = None) -> Dict[str, List[float]]:
     if epochs == 0:
         return {}
     training_model.compile(
@@ -57,7 +60,7 @@ def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs:
     print(f"[selfsup] {phase}: {epochs} epochs at learning rate {learning_rate}", flush=True)
     progress_callbacks, verbose = progress.fit_progress(phase)
     history = training_model.fit(
-        train_dataset, validation_data=eval_dataset, epochs=epochs,
+        train_dataset, validation_data=eval_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch_of_fit,
         callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))] + progress_callbacks,
         verbose=verbose)
     return {f"{phase}/{key}": [float(value) for value in values] for key, values in history.history.items()}
@@ -66,13 +69,16 @@ def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs:
 def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: keras.layers.Layer,
                      train_dataset: tf.data.Dataset, eval_dataset: tf.data.Dataset, config: TrainingConfig,
                      steps_per_epoch: int, callbacks: List, log_dir: str,
-                     from_scratch: bool) -> Dict[str, List[float]]:
+                     from_scratch: bool, matched: Tuple[int, int] = (0, 0)) -> Dict[str, List[float]]:
     """Trains `classifier` in place; returns the history of every phase.
 
     Candidate (from_scratch=False): `linear_epochs` with the encoder frozen at
     `linear_learning_rate`, then `finetune_epochs` of the whole network at `finetune_learning_rate`.
     Baseline (from_scratch=True): the same number of epochs (linear + finetune), whole network,
-    at `baseline_learning_rate`, from random weights.
+    at `baseline_learning_rate`, from random weights; then, when `matched` = (epochs, steps per epoch) is
+    not (0, 0), the phase `matched`: that many more epochs of that many labeled batches (the labeled
+    batches of the candidate's FixMatch and distillation stages, `fixmatch.matched_labeled_batches`), with
+    a new cosine schedule from `baseline_learning_rate`, as those stages start one.
 
     `callbacks` serve every phase; each phase adds a TensorBoard callback writing to `log_dir/<phase>`.
     """
@@ -84,6 +90,10 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
         history.update(_fit_phase(training_model, train_dataset, eval_dataset,
                                   config.linear_epochs + config.finetune_epochs, config.baseline_learning_rate,
                                   config, steps_per_epoch, callbacks, log_dir, "supervised"))
+        matched_epochs, matched_steps = matched
+        history.update(_fit_phase(training_model, train_dataset.repeat(), eval_dataset, matched_epochs,
+                                  config.baseline_learning_rate, config, matched_steps, callbacks, log_dir,
+                                  MATCHED_PHASE, steps_per_epoch_of_fit=matched_steps))
         return history
     encoder.trainable = False
     history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.linear_epochs,

@@ -25,7 +25,7 @@ on the eval split, `val_loss` (cross-entropy) and `val_accuracy`.
 """
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -128,11 +128,12 @@ class FixMatch(keras.Model):
         return {"loss": self.labeled_loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
 
 
-def labeled_batches(config: TrainingConfig, sizes: Dict[str, int]) -> int:
-    """How many labeled batches (of `training.finetune_batch_size`) the candidate's semi-supervised stages
-    (FixMatch and distillation) train on: one per step, `data.semi_supervised_steps` steps per epoch."""
+def matched_labeled_batches(config: TrainingConfig, sizes: Dict[str, int]) -> Tuple[int, int]:
+    """(epochs, labeled batches per epoch) of the candidate's semi-supervised stages (FixMatch and
+    distillation): one labeled batch of `training.finetune_batch_size` per step, `data.semi_supervised_steps`
+    steps per epoch; (0, 0) without those stages. The baseline trains on as many (trainer/finetune.py)."""
     epochs = config.fixmatch_epochs + config.distill_epochs
-    return epochs * data.semi_supervised_steps(sizes, config.batch_size) if epochs else 0
+    return (epochs, data.semi_supervised_steps(sizes, config.batch_size)) if epochs else (0, 0)
 
 
 def fixmatch_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy, classifier: keras.Model,

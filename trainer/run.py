@@ -9,8 +9,8 @@ reads, `TrainingConfig.pretraining_dict`) plus `role`:
   class), then FixMatch on the unlabeled images when `training.fixmatch_epochs` > 0 (trainer/fixmatch.py),
   then distillation when `training.distill_epochs` > 0 (trainer/distill.py);
 - "baseline": the same encoder architecture from random weights, trained on the same labeled
-  images, with as many epochs as the candidate's linear + fine-tuning phases, plus enough epochs for as many
-  labeled batches as the candidate's FixMatch and distillation stages train on.
+  images, with as many epochs as the candidate's linear + fine-tuning phases, then as many more labeled
+  batches as the candidate's FixMatch and distillation stages train on (finetune.train_classifier `matched`).
 Both classifiers export the same SavedModel signatures (trainer/export.py) and write `history.json`
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact, one
 folder per training phase, named as the phase's history keys (`linear/`, `finetune/`, `distill/`, ...).
@@ -119,15 +119,11 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, config.seed, shuffle=False,
                                         keys=examples.keys)
     steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
-    matched_epochs = 0
-    if role == BASELINE:
-        # The candidate's semi-supervised stages train on labeled batches too: the baseline gets as many more
-        # batches of its labels, in whole epochs, so that it sees the labels at least as often.
-        matched_epochs = math.ceil(fixmatch.labeled_batches(config, sizes) / steps_per_epoch)
-        if matched_epochs:
-            print(f"[selfsup] baseline: {matched_epochs} more epochs over the labels, as many labeled batches as the "
-                  "candidate's FixMatch and distillation stages train on", flush=True)
-            config = dataclasses.replace(config, finetune_epochs=config.finetune_epochs + matched_epochs)
+    # The candidate's semi-supervised stages train on labeled batches too: the baseline gets as many more.
+    matched = fixmatch.matched_labeled_batches(config, sizes) if role == BASELINE else (0, 0)
+    if matched[0]:
+        print(f"[selfsup] baseline: {matched[0]} more epochs of {matched[1]} labeled batches, as many as the "
+              "candidate's FixMatch and distillation stages train on", flush=True)
     callbacks = [
         monitors.FailOnNanLoss(),
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
@@ -143,7 +139,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         history.update(train_classifier(
             classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
             distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks, log_dir,
-            from_scratch=(role == BASELINE),
+            from_scratch=(role == BASELINE), matched=matched,
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
     if role == CANDIDATE and config.fixmatch_epochs > 0:
@@ -161,7 +157,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
     record = {"history": history, "timings": timings, "encoder": encoder_record, "labeled_train_images": train_images}
     if role == BASELINE:
-        record["matched_epochs"] = matched_epochs
+        record["matched_labeled_batches"] = {"epochs": matched[0], "steps_per_epoch": matched[1]}
     return classifier, record
 
 

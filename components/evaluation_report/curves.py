@@ -14,11 +14,11 @@ PRETRAIN_PHASE = "pretrain"
 KNN_KEY = f"{PRETRAIN_PHASE}/knn_accuracy"
 PROBE_KEY = f"{PRETRAIN_PHASE}/probe_accuracy"
 # (history prefix, what the phase trains), in the order each Trainer runs them (trainer/finetune.py,
-# trainer/fixmatch.py, trainer/distill.py).
+# trainer/fixmatch.py, trainer/distill.py; the baseline's `matched` phase is finetune.MATCHED_PHASE).
 TRAINING_PHASES = {
     "candidate": (("linear", "linear head"), ("finetune", "whole network"), ("fixmatch", "FixMatch"),
                   ("distill", "distillation")),
-    "baseline": (("supervised", "whole network"),),
+    "baseline": (("supervised", "whole network"), ("matched", "as many labeled batches as FixMatch/distillation")),
 }
 
 
