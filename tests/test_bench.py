@@ -164,3 +164,15 @@ def test_quick_throughput_run_writes_well_formed_results(tmp_path):
         assert ratios[key]["n"] == 2
         assert 0 < ratios[key]["min"] <= ratios[key]["median"] <= ratios[key]["max"]
     assert all(variant["retraces_while_measured"] == 0 for variant in result["variants"] if variant["model"] != "probe")
+
+
+def test_augment_speed_measures_both_variants_and_records_the_machine(tmp_path):
+    from bench import augment_speed
+
+    output = tmp_path / "augment.json"
+    result = augment_speed.main(["--rounds", "1", "--calls", "2", "--batch", "8", "--output", str(output)])
+
+    assert json.loads(output.read_text())["rounds"] == result["rounds"]
+    assert set(result["rounds"][0]) == {"tf.function", "xla"}
+    assert all(values["images_per_cpu_second"] > 0 for values in result["rounds"][0].values())
+    assert "cpu_flags" in result["machine"] and len(result["xla_speedup_per_cpu_second"]) == 1

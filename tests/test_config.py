@@ -167,8 +167,8 @@ def test_custom_config_with_an_unknown_key_is_an_error_naming_it():
     assert [line.split("'")[1] for line in lines] == ["custom_config.bacth_size", "custom_config.pretrain_epoch"]
 
 
-def test_precision_is_float32_by_default_and_takes_the_four_settings(tmp_path):
-    assert load_config().training.precision == "float32"
+def test_precision_is_auto_by_default_and_takes_the_four_settings(tmp_path):
+    assert load_config().training.precision == "auto"
     for setting in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
         assert load_config(write(tmp_path, f"training:\n  precision: {setting}\n")).training.precision == setting
 

@@ -259,7 +259,8 @@ def test_fixmatch_settings_change_the_baseline_only_when_the_stage_is_on():
     assert TrainingConfig().fixmatch_epochs == 10  # on by default
     assert off.pretraining_dict() == on.pretraining_dict() == TrainingConfig(
         fixmatch_epochs=3, fixmatch_threshold=0.8, fixmatch_augment={"crop_scale_min": 0.3}).pretraining_dict()
-    assert "fixmatch_epochs" not in off.baseline_dict()
+    assert off.baseline_dict()["fixmatch_epochs"] == 0 and "batch_size" not in off.baseline_dict()
+    assert TrainingConfig(**off.baseline_dict()).fixmatch_epochs == 0  # the baseline Trainer rebuilds it
     assert TrainingConfig(fixmatch_epochs=0, fixmatch_threshold=0.5).baseline_dict() == off.baseline_dict()
     assert on.baseline_dict()["fixmatch_epochs"] == 5 and on.baseline_dict()["batch_size"] == 256
     assert TrainingConfig(fixmatch_epochs=5, fixmatch_threshold=0.5).baseline_dict() == on.baseline_dict()

@@ -125,11 +125,13 @@ def test_the_baseline_stays_cached_when_only_the_candidate_changes(tmp_path):
             "custom_config"]
 
     default = baseline_config()
-    for candidate_change in (dict(method="byol"), dict(pretrain_epochs=3), dict(distill_epochs=2),
+    for candidate_change in (dict(method="byol"), dict(pretrain_epochs=3), dict(fixmatch_threshold=0.9),
                              dict(finetune_learning_rate=0.01), dict(temperature=0.5)):
         assert baseline_config(**candidate_change) == default, candidate_change
+    # The baseline trains on as many labeled batches as the candidate's FixMatch and distillation stages.
     for shared_change in (dict(encoder_width=64), dict(labels_per_class=5), dict(finetune_epochs=3),
-                          dict(baseline_learning_rate=0.01), dict(finetune_augment={"flip_probability": 0.0})):
+                          dict(baseline_learning_rate=0.01), dict(finetune_augment={"flip_probability": 0.0}),
+                          dict(fixmatch_epochs=0), dict(distill_epochs=2), dict(batch_size=128)):
         assert baseline_config(**shared_change) != default, shared_change
 
 

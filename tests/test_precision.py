@@ -299,11 +299,14 @@ def test_a_bfloat16_pretrainer_candidate_and_baseline_train_record_and_export_fl
                 tf.float32, tf.int64, tf.string}
 
 
-def test_the_default_precision_is_float32_and_the_policy_is_restored_after_a_failure(examples_uri, tmp_path, capsys):
+def test_the_default_precision_is_this_machines_auto_choice_and_the_policy_is_restored_after_a_failure(
+        examples_uri, tmp_path, capsys):
     config = TrainingConfig(pretrain_epochs=1, monitor_every_epochs=100, **TINY)
+    assert config.precision == "auto"
     _, record, _ = trainer(examples_uri, tmp_path / "Pretrainer", "pretrainer", config)
-    assert record["precision"] == {"policy": "float32", "setting": "float32",
-                                   "reason": "training.precision is float32"}
+    policy, reason = precision.precision_for_this_machine("auto")
+    assert record["precision"] == {"policy": policy, "setting": "auto", "reason": reason}
+    assert reason.startswith("auto: ")
 
     bad = dict(TrainingConfig(precision="mixed_bfloat16", **dict(TINY, batch_size=4096)).pretraining_dict(),
                role="pretrainer")

@@ -261,12 +261,13 @@ class TrainingConfig:
         """What the BaselineTrainer's custom_config holds: only the settings it reads (BASELINE_FIELDS), so
         that a change of method, pretraining or candidate-only setting reuses the cached baseline.
 
-        When the candidate has semi-supervised stages (FixMatch, distillation), which train on labeled
-        batches too, the baseline gets as many more epochs over the labels (trainer/run.py), so it also
-        holds the settings that count those batches (SEMI_SUPERVISED_COUNT_FIELDS)."""
-        fields = BASELINE_FIELDS
+        The candidate's semi-supervised stages (FixMatch, distillation) train on labeled batches too and the
+        baseline trains on as many (trainer/finetune.py `matched`), so it also holds their epochs
+        (SEMI_SUPERVISED_EPOCH_FIELDS, always: 0 must reach it) and, when they run, `batch_size` (their
+        steps per epoch)."""
+        fields = BASELINE_FIELDS + SEMI_SUPERVISED_EPOCH_FIELDS
         if self.fixmatch_epochs or self.distill_epochs:
-            fields += SEMI_SUPERVISED_COUNT_FIELDS
+            fields += ("batch_size",)
         return {key: value for key, value in self.to_dict().items() if key in fields}
 
     def pretraining_dict(self) -> dict:
@@ -284,8 +285,8 @@ BASELINE_FIELDS = (
     "seed", "strategy", "tpu_address", "precision",
 )
 
-# What the number of labeled batches of the candidate's semi-supervised stages depends on (besides the data).
-SEMI_SUPERVISED_COUNT_FIELDS = ("batch_size", "fixmatch_epochs", "distill_epochs")
+# The epochs of the candidate's semi-supervised stages, whose labeled batches the baseline matches.
+SEMI_SUPERVISED_EPOCH_FIELDS = ("fixmatch_epochs", "distill_epochs")
 
 # Settings that only the classifier Trainers read (fine-tuning, the baseline, distillation, the label
 # budget). Everything else may change the pretrained encoder and is part of the Pretrainer's cache key.
