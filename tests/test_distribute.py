@@ -417,7 +417,8 @@ def test_two_workers_pretrain_and_fine_tune_and_only_the_chief_exports(examples_
     pretraining = trainer_arguments(pretrainer_folder, 1, examples_uri, pretrain_epochs=2)
     run_on_two_workers(pretraining, tmp_path, "pretrainer")
     assert sorted(os.listdir(pretrainer_folder / "model" / "1")) == [
-        "Format-Serving", encoder_artifact.DESCRIPTION_FILE, encoder_artifact.ENCODER_FILE, run.HISTORY_FILE]
+        "Format-Serving", encoder_artifact.AUGMENTED_VIEWS_FILE, encoder_artifact.DESCRIPTION_FILE,
+        encoder_artifact.ENCODER_FILE, run.HISTORY_FILE]
     with open(pretrainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
         history = json.load(handle)["history"]
     assert len(history["pretrain/loss"]) == 2 and len(history["pretrain/knn_accuracy"]) == 2

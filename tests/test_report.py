@@ -36,6 +36,7 @@ from components.evaluation_report import executor as report_executor
 from components.evaluation_report.curves import knn_check_epochs
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import (
+    AUGMENTED_VIEWS_FILE,
     HISTORY_FILE,
     TRAINER_SETTINGS_KEY,
     VERSIONED_PACKAGES,
@@ -51,6 +52,7 @@ from pipeline import summary as summary_lib
 from pipeline.config import Config, EvaluationConfig
 from pipeline.evaluation import ACCURACY_METRIC, build_eval_config
 from pipeline.report import render_report_for_run, report_inputs
+from trainer import encoder_artifact
 from trainer.export import SERVING_IMAGES_SIGNATURE, export_classifier
 
 CLASS_NAMES = ["red", "green", "blue", "gray"]
@@ -94,6 +96,9 @@ TRAINER_SETTINGS = {
                   "labels_per_class": 2, "pretrain_augment": {"crop_scale": [0.2, 1.0]}},
     "baseline": None,
 }
+# The Pretrainer's augmented views: 2 rows of 8-pixel images, each as decoded and its two views.
+AUGMENTED_VIEWS_PNG = tf.io.encode_png(
+    np.random.default_rng(1).integers(0, 256, size=(2 * 8, 3 * 8, 3), dtype=np.uint8)).numpy()
 TRAIN_PER_CLASS = [3, 2, 2, 1]  # labeled train images of each class in the examples' train split
 LABELED_TRAIN_IMAGES = 7  # what the Trainers used of them: at most 2 per class
 SKIPPED = [{"id": "unlabeled/empty.png", "split": "unlabeled", "reason": "empty file"}]
@@ -206,6 +211,7 @@ def make_tiny_run(root: str) -> TinyRun:
     pretrainer = standard_artifacts.Model()
     pretrainer.uri = os.path.join(root, "pretrainer")
     _write_history(pretrainer.uri, "pretrainer", PRETRAINING_HISTORY, timings={"pretrain_seconds": 1.0})
+    tf.io.write_file(os.path.join(pretrainer.uri, AUGMENTED_VIEWS_FILE), AUGMENTED_VIEWS_PNG)
     ingest = _output_artifact(IngestReport, os.path.join(root, "ingest"))
     counts = [{"split": "unlabeled", "label": -1, "count": 40}] + [
         {"split": split, "label": label, "count": int(np.sum(np.array(split_labels) == label))}
@@ -480,6 +486,35 @@ def test_without_recorded_settings_an_ambiguous_knn_schedule_is_drawn_by_check_a
     assert _polyline_xs(probe, "#7570b3", dashed=True) == _at_ticks(_x_ticks(probe), range(1, 11))
     assert "2 kNN checks in 10 epochs fit training.monitor_every_epochs = 4, 5" in page
     assert '<p id="trainer-settings" class="note">The Trainers\' history.json files record no settings.</p>' in page
+
+
+def test_pretraining_section_shows_the_pretrainers_augmented_views_with_a_caption(report_data):
+    assert base64.b64decode(report_data["augmented_views"]["png"]) == AUGMENTED_VIEWS_PNG
+    section = re.search(r'<section id="pretraining">(.*?)</section>', render_html(report_data), re.DOTALL).group(1)
+    image = f'src="data:image/png;base64,{base64.b64encode(AUGMENTED_VIEWS_PNG).decode("ascii")}"'
+    assert image in section
+    assert ("<figcaption>Each row: a pretraining image as decoded, its first augmented view and its second, from "
+            "the pretraining augmenter (its training.pretrain_augment was not recorded), seeded with "
+            "training.seed.</figcaption>") in section  # the fixture's Pretrainer records no pretrain_augment
+    overridden = dict(report_data, augmented_views=dict(report_data["augmented_views"],
+                                                         pretrain_augment={"blur_probability": 0.0, "hue": 0.1}))
+    assert ("the strong preset with training.pretrain_augment blur_probability=0.0, hue=0.1, seeded"
+            in render_html(overridden))
+    assert "the strong preset (training.pretrain_augment sets nothing)" in render_html(
+        dict(report_data, augmented_views=dict(report_data["augmented_views"], pretrain_augment={})))
+
+
+def test_without_augmented_views_the_pretraining_section_says_so_in_one_line(report_data):
+    page = render_html(dict(report_data, augmented_views=None))  # an older run, or pretrain_epochs 0
+    assert ('<p id="augmented-views" class="note">No augmented views: the Pretrainer wrote no augmented_views.png '
+            '(an older run, or pretrain_epochs 0).</p>') in page
+    assert "data:image/png" not in re.search(r'<section id="pretraining">(.*?)</section>', page, re.DOTALL).group(1)
+    older = {key: value for key, value in report_data.items() if key != "augmented_views"}  # older report data
+    assert 'id="augmented-views" class="note"' in render_html(older)
+
+
+def test_the_report_reads_the_augmented_views_by_the_name_the_pretrainer_writes():
+    assert AUGMENTED_VIEWS_FILE == encoder_artifact.AUGMENTED_VIEWS_FILE
 
 
 def test_classifier_training_charts_mark_the_phases_on_the_epoch_axis(report_data):

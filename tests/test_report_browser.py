@@ -7,6 +7,7 @@ misclassified images' thumbnails alike, and the sections added for issues 12 and
 checks, class counts, versions and settings) must be on the page as the browser parsed it.
 """
 
+import io
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from typing import Dict, List
 import pytest
 from PIL import Image
 from test_report import (  # noqa: F401 (tiny_run is a fixture)
+    AUGMENTED_VIEWS_PNG,
     CHART_TITLES,
     CLASS_NAMES,
     EXAMPLES_PER_CLASS,
@@ -161,6 +163,14 @@ def test_misclassified_thumbnails_load_with_their_true_and_predicted_class(loade
         title = _words(dom.by_id[f"misclassified-{role}-title"]["text"])
         assert title.startswith(f"{role}: ") and title.endswith(f" of {len(tiny_run.labels)} wrong")
     assert "true: red predicted: gray" in _words(dom.by_id["misclassified-baseline"]["text"])
+
+
+def test_the_augmented_views_load_in_the_pretraining_section(loaded_dom):
+    views = [image for image in loaded_dom.images if image["inside"] == "augmented-views"]
+    with Image.open(io.BytesIO(AUGMENTED_VIEWS_PNG)) as image:
+        width = image.size[0]
+    assert [int(image["data-natural-width"]) for image in views] == [width]
+    assert _words(loaded_dom.by_id["augmented-views"]["text"]).startswith("Each row: a pretraining image as decoded")
 
 
 def test_new_sections_are_on_the_page_the_browser_shows(loaded_dom):

@@ -5,6 +5,8 @@ A Pretrainer Model artifact folder holds:
     encoder.keras          the encoder (keras.models.load_model)
     encoder.json           its description: architecture, width, image size, method, data it saw
     history.json           the pretraining history (loss, kNN, online probe, collapse signal, timings)
+    augmented_views.png    a few pretraining images, each row: as decoded, its first and its second
+                           augmented view (only when the encoder was pretrained: pretrain_epochs > 0)
     Format-Serving/        a SavedModel with the `serving_embeddings` signature:
                            (B,) encoded image bytes -> `embeddings` (B, D) float32, L2-normalised
 
@@ -15,7 +17,7 @@ a copy of the folder anywhere (the files above are all that is read).
 import hashlib
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import keras
 import tensorflow as tf
@@ -26,6 +28,8 @@ from trainer.hparams import ConfigError, TrainingConfig
 
 ENCODER_FILE = "encoder.keras"
 DESCRIPTION_FILE = "encoder.json"
+# Read by the report (components/evaluation_report/report_data.py, which cannot import trainer/).
+AUGMENTED_VIEWS_FILE = "augmented_views.png"
 EMBEDDINGS_SIGNATURE = "serving_embeddings"
 EMBEDDINGS_OUTPUT = "embeddings"
 # What must match between an encoder and the config that reuses it.
@@ -94,15 +98,17 @@ def weights_digest(model: keras.Model) -> str:
 
 
 def save_encoder(encoder: keras.Model, description: Dict[str, Any], history: Dict[str, Any], artifact_dir: str,
-                 serving_dir: str, is_sequence: bool) -> None:
-    """Writes encoder.keras, encoder.json and history.json to `artifact_dir` and the embeddings SavedModel
-    to `serving_dir`."""
+                 serving_dir: str, is_sequence: bool, augmented_views: Optional[tf.Tensor] = None) -> None:
+    """Writes encoder.keras, encoder.json and history.json to `artifact_dir` (and augmented_views.png from
+    `augmented_views`, a (H, W, 3) uint8 grid, when given) and the embeddings SavedModel to `serving_dir`."""
     tf.io.gfile.makedirs(artifact_dir)
     encoder.save(os.path.join(artifact_dir, ENCODER_FILE))
     for name, content in ((DESCRIPTION_FILE, dict(description, weights_digest=weights_digest(encoder))),
                           ("history.json", history)):
         with tf.io.gfile.GFile(os.path.join(artifact_dir, name), "w") as handle:
             json.dump(content, handle, indent=1)
+    if augmented_views is not None:
+        tf.io.write_file(os.path.join(artifact_dir, AUGMENTED_VIEWS_FILE), tf.io.encode_png(augmented_views))
     export_embeddings(encoder, description["image_size"], is_sequence, serving_dir)
 
 

@@ -9,7 +9,7 @@ artifact: continue pretraining on new data, or with `pretrain_epochs: 0` fine-tu
 
 import os
 import time
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -22,6 +22,8 @@ from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
 from trainer.optimizers import build_optimizer
+
+AUGMENTED_VIEW_ROWS = 6  # images shown with their two views in augmented_views.png
 
 
 def initial_encoder(config: TrainingConfig) -> keras.Model:
@@ -102,3 +104,26 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
     history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks + progress_callbacks,
                         verbose=verbose)
     return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
+
+
+def augmented_views_grid(config: TrainingConfig, examples: TrainingExamples,
+                         rows: int = AUGMENTED_VIEW_ROWS) -> Optional[tf.Tensor]:
+    """The first `rows` unlabeled/train images (file order) beside their two views from the pretraining
+    augmenter (`training.pretrain_augment`, seeded with `training.seed`, training=True), for a look at what
+    pretraining sees.
+
+    Returns:
+      (rows * image_size, 3 * image_size, 3) uint8: per row, the image as decoded, its first view and its
+      second; fewer rows when there are fewer images; None when nothing is pretrained (pretrain_epochs 0).
+    """
+    if config.pretrain_epochs == 0:
+        return None
+    rows = min(rows, examples.sizes[UNLABELED] + examples.sizes[TRAIN])
+    dataset = data.image_dataset(examples.unlabeled_and_train_files, rows, config.image_size, config.seed,
+                                 shuffle=False, keys=examples.keys)
+    images = next(iter(dataset))
+    augmenter = build_pretrain_augmenter(config.pretrain_augment, config.image_size, config.seed)
+    # (rows, 3 columns, H, W, 3) -> (rows, H, 3 columns, W, 3): each row of pixels runs across the 3 columns.
+    columns = tf.stack([images, augmenter(images, training=True), augmenter(images, training=True)], axis=1)
+    grid = tf.reshape(tf.transpose(columns, [0, 2, 1, 3, 4]), [rows * config.image_size, 3 * config.image_size, 3])
+    return tf.image.convert_image_dtype(tf.clip_by_value(grid, 0.0, 1.0), tf.uint8, saturate=True)

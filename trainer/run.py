@@ -49,7 +49,7 @@ from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples, read_trai
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import ConfigError, TrainingConfig
-from trainer.pretrain import pretrain_encoder
+from trainer.pretrain import augmented_views_grid, pretrain_encoder
 
 PRETRAINER, CANDIDATE, BASELINE = "pretrainer", "candidate", "baseline"
 ROLES = (PRETRAINER, CANDIDATE, BASELINE)
@@ -225,7 +225,7 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
             save_encoder(encoder, describe(config, examples.uri, examples.sizes[UNLABELED] + examples.sizes[TRAIN],
                                            config.init_encoder),
                          record, folders["artifact_dir"], folders["serving_model_dir"],
-                         encoder_outputs_sequence(config.encoder))
+                         encoder_outputs_sequence(config.encoder), augmented_views_grid(config, examples))
         else:
             classifier, record = _train(role, config, strategy, examples, folders["log_dir"], backup_dir,
                                         folders["backup_dir"], base_model)

@@ -71,6 +71,7 @@ def render_html(data: Dict[str, Any]) -> str:
         "confusion": _confusion_tables(data),
         "misclassified": _misclassified(data),
         "pretraining": _pretraining(histories["candidate"], settings),
+        "augmented_views": _augmented_views(data.get("augmented_views")),
         "finetuning": _finetuning(histories),
         "data_view": _data_view(data),
         "settings": _settings_rows(settings),
@@ -266,6 +267,23 @@ def _pretraining(history: Dict[str, List[float]], settings: Dict[str, Any]) -> D
             notes.append(f"Collapse signal, {meaning}.")
     return {"charts": charts, "notes": notes, "epochs": epochs,
             "knn_epochs": knn.epochs if knn else None}
+
+
+def _augmented_views(views: Optional[Dict[str, Any]]) -> Optional[Dict[str, str]]:
+    """The Pretrainer's augmented views as a data URI, with a caption naming the columns and the settings."""
+    if not views:
+        return None
+    overrides = views.get("pretrain_augment")
+    if overrides is None:
+        made_with = "the pretraining augmenter (its training.pretrain_augment was not recorded)"
+    elif overrides:
+        made_with = ("the pretraining augmenter: the strong preset with training.pretrain_augment "
+                     + ", ".join(f"{name}={value}" for name, value in sorted(overrides.items())))
+    else:
+        made_with = "the pretraining augmenter: the strong preset (training.pretrain_augment sets nothing)"
+    return {"src": "data:image/png;base64," + views["png"],
+            "caption": f"Each row: a pretraining image as decoded, its first augmented view and its second, from "
+                       f"{made_with}, seeded with training.seed."}
 
 
 def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:

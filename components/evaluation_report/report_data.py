@@ -6,6 +6,7 @@ ImageExampleGen's ingest report and, when given, its examples (both models then 
 for the misclassified grid), and PairedComparison's comparison.json.
 """
 
+import base64
 import dataclasses
 import importlib.metadata
 import json
@@ -32,6 +33,9 @@ from components.paired_comparison.comparison import significance_summary
 
 # Written by each Trainer (trainer/run.py) beside Format-Serving, in the Model artifact folder.
 HISTORY_FILE = "history.json"
+# Written by the Pretrainer (trainer/encoder_artifact.py AUGMENTED_VIEWS_FILE) beside its history.json:
+# rows of an image as decoded, its first and its second augmented view; absent in older runs and without pretraining.
+AUGMENTED_VIEWS_FILE = "augmented_views.png"
 # The key of a Trainer's settings in its history.json, when it records them.
 TRAINER_SETTINGS_KEY = "config"
 PER_CLASS_METRICS = ("precision", "recall")
@@ -117,6 +121,7 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
         "histories": {role: history["history"] for role, history in histories.items()},
         "settings": {role: (record or {}).get(TRAINER_SETTINGS_KEY) for role, record in records.items()},
         "labeled_train_images": histories["candidate"].get("labeled_train_images"),
+        "augmented_views": _augmented_views(inputs.pretrained_model_uri, pretraining),
         "data": {key: ingest.get(key) for key in INGEST_FIELDS},
         "examples": _examples_data(inputs, class_names),
         "versions": package_versions(),
@@ -150,6 +155,21 @@ def _examples_data(inputs: ReportInputs, class_names: List[str]) -> Optional[Dic
         "misclassified": dict(eval_images.misclassified_images(eval_files, model_dirs, class_names),
                               limit=eval_images.EXAMINED_EXAMPLES, shown=eval_images.SHOWN_PER_MODEL),
     }
+
+
+def _augmented_views(pretrained_model_uri: Optional[str], pretraining: Optional[Dict[str, Any]]
+                     ) -> Optional[Dict[str, Any]]:
+    """The Pretrainer's augmented_views.png as base64 PNG, with the `pretrain_augment` overrides it was made
+    with (None when not recorded); None when there is no such file."""
+    if not pretrained_model_uri:
+        return None
+    path = os.path.join(pretrained_model_uri, AUGMENTED_VIEWS_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        png = base64.b64encode(handle.read()).decode("ascii")
+    settings = (pretraining or {}).get(TRAINER_SETTINGS_KEY) or {}
+    return {"png": png, "pretrain_augment": settings.get("pretrain_augment")}
 
 
 def _read_json(path: str) -> Any:
