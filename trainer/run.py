@@ -93,9 +93,10 @@ def custom_config_of(config: TrainingConfig, role: str) -> Dict[str, Any]:
 def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples: TrainingExamples,
            log_dir: str, backup_dir: str, backup_save_dir: str,
            base_model: Optional[str]) -> Tuple[keras.Model, Dict[str, Any]]:
-    """Classifier training (candidate: from the encoder at `base_model`; baseline: from random weights)
-    and distillation (candidate, `training.distill_epochs`); returns the classifier and
-    {"history", "timings", "encoder"} for history.json."""
+    """Classifier training (candidate: from the encoder at `base_model`; baseline: from random weights, then
+    its `matched` labeled batches), then the candidate's FixMatch (`training.fixmatch_epochs`) and
+    distillation (`training.distill_epochs`); returns the classifier and {"history", "timings", "encoder",
+    "labeled_train_images"} (the baseline's also "matched_labeled_batches") for history.json."""
     sizes = examples.sizes
     is_sequence = encoder_outputs_sequence(config.encoder)
     encoder_record = None
