@@ -24,7 +24,7 @@ import warnings
 from typing import Iterator, List, Optional, TextIO
 
 from pipeline.embed import add_embed_parser, run_embed
-from pipeline.report_command import add_report_parser, run_report
+from pipeline.results.report_command import add_report_parser, run_report
 from selfsup_kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
@@ -207,7 +207,7 @@ def run_prints_to_stderr(quiet: bool) -> Iterator[None]:
 
 
 def _print_summary(summary: dict, output: str) -> None:
-    from pipeline.summary import resolve_path  # summary.json's paths are relative to OUTPUT
+    from pipeline.results.summary import resolve_path  # summary.json's paths are relative to OUTPUT
 
     print("\n" + "=" * 78)
     print(f"selfsup: {summary['decision']}")
@@ -279,7 +279,7 @@ def run_pipeline_command(args: argparse.Namespace, verbosity: str) -> int:
                 overrides["data.path"] = args.data
             config = load_config(args.config, overrides, args.settings)
             if budgets:
-                from pipeline.label_efficiency import check_budgets
+                from pipeline.results.label_efficiency import check_budgets
 
                 check_budgets(budgets)
     except (ConfigError, FileNotFoundError) as error:
@@ -297,7 +297,7 @@ def run_pipeline_command(args: argparse.Namespace, verbosity: str) -> int:
         write_effective_config(config, args.output)
         with run_prints_to_stderr(quiet=verbosity == QUIET):
             if budgets:
-                from pipeline.label_efficiency import run_budgets
+                from pipeline.results.label_efficiency import run_budgets
 
                 result = run_budgets(config, args.output, budgets)
             else:

@@ -20,11 +20,11 @@ from tfx.orchestration.portable import runtime_parameter_utils
 
 from components.image_example_gen.ingest import check_eval_per_class
 from components.image_example_gen.sources import plan_source
-from pipeline import summary as summary_lib
+from pipeline.results import summary as summary_lib
 from pipeline.config import Config
 from pipeline.pipeline import check_image_example_gen_training, create_pipeline, data_config_json
 from pipeline.run_lock import output_lock
-from pipeline.run_results import open_store, run_results
+from pipeline.results.run_results import open_store, run_results
 
 
 def output_paths(output_dir: str, results_dir: Optional[str] = None) -> Dict[str, str]:
@@ -140,7 +140,7 @@ def run_pipeline_ir(pipeline_ir) -> None:
 
 def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     """Runs the pipeline and writes the summary (the caller holds the output folder's lock); returns it as
-    written, its paths relative to the results folder (pipeline.summary.with_relative_paths)."""
+    written, its paths relative to the results folder (pipeline.results.summary.with_relative_paths)."""
     os.makedirs(paths["results"], exist_ok=True)
     pipeline = create_pipeline(
         config=config,

@@ -18,7 +18,7 @@ from pipeline import cli
 from pipeline.config import Config, config_from_dict, load_config
 from pipeline.demo_data import write_digits_dataset
 from pipeline.local_runner import check_data_before_running
-from pipeline.summary import build_summary
+from pipeline.results.summary import build_summary
 
 
 @pytest.fixture(autouse=True)
@@ -286,7 +286,7 @@ def test_label_budgets_write_config_yaml_once_in_the_output_and_json_prints_labe
         print("[selfsup] label budget 2 per class")
         return comparison
 
-    monkeypatch.setattr("pipeline.label_efficiency.run_budgets", fake_budgets)
+    monkeypatch.setattr("pipeline.results.label_efficiency.run_budgets", fake_budgets)
     assert cli.main(run_args(tmp_path, "--label-budgets", "2", "4", "--json")) == 0
     assert seen["config_yaml"] and sorted(os.listdir(tmp_path / "out")) == [".selfsup.lock", cli.CONFIG_FILE]
     assert json.loads(capsys.readouterr().out) == comparison

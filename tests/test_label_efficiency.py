@@ -8,7 +8,7 @@ import pytest
 from ml_metadata.proto import metadata_store_pb2
 
 from pipeline import cli
-from pipeline.run_results import open_store
+from pipeline.results.run_results import open_store
 
 
 def test_fewer_than_two_budgets_fail_before_any_work(tmp_path, capsys):

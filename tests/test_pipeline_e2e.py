@@ -22,7 +22,7 @@ from conftest import SAMPLE_CLASSES
 from pipeline.config import EvaluationConfig
 from pipeline.evaluation import is_blessed
 from pipeline.pipeline import COMPONENT_IDS
-from pipeline.run_results import open_store, run_results
+from pipeline.results.run_results import open_store, run_results
 
 pytestmark = pytest.mark.e2e
 

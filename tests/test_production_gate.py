@@ -30,7 +30,7 @@ from components.production_model.find import latest_pushed_model
 from pipeline import summary as summary_lib
 from pipeline.config import Config, ConfigError, load_config
 from pipeline.evaluation import ACCURACY_METRIC, build_production_eval_config
-from pipeline.report import report_inputs
+from pipeline.results.report import report_inputs
 
 
 def push(serving_dir, version: int, model_uri: str, complete: bool = True) -> str:

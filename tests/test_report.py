@@ -51,7 +51,7 @@ from components.paired_comparison.comparison import significance_summary
 from pipeline import summary as summary_lib
 from pipeline.config import Config, EvaluationConfig
 from pipeline.evaluation import ACCURACY_METRIC, build_eval_config
-from pipeline.report import render_report_for_run, report_inputs
+from pipeline.results.report import render_report_for_run, report_inputs
 from trainer import encoder_artifact
 from trainer.export import SERVING_IMAGES_SIGNATURE, export_classifier
 

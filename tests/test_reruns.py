@@ -28,8 +28,8 @@ from pipeline.config import Config, DataConfig
 from pipeline.local_runner import new_run_id, run_pipeline_ir
 from pipeline.pipeline import data_config_json
 from pipeline.run_lock import LOCK_FILE, output_lock
-from pipeline.run_results import open_store, run_results
-from pipeline.summary import build_summary, ingestion_status
+from pipeline.results.run_results import open_store, run_results
+from pipeline.results.summary import build_summary, ingestion_status
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "reruns"

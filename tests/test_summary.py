@@ -8,7 +8,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from pipeline.config import Config
 from pipeline.embed import encoder_folder
-from pipeline.summary import PATH_FIELDS, build_summary, relative_path, resolve_path, with_relative_paths
+from pipeline.results.summary import PATH_FIELDS, build_summary, relative_path, resolve_path, with_relative_paths
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ from components.evaluation_report.svg_chart import Series, line_chart
 from pipeline.config import Config, ConfigError
 from pipeline.local_runner import check_before_running, output_paths, run_holding_lock
 from pipeline.run_lock import output_lock
-from pipeline.summary import SUMMARY_FILE, relative_path, resolve_path
+from pipeline.results.summary import SUMMARY_FILE, relative_path, resolve_path
 
 JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
 

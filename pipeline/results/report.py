@@ -14,8 +14,8 @@ import ml_metadata as mlmd
 from components.evaluation_report.executor import REPORT_FILE
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
-from pipeline.run_results import latest_run_id, open_store, run_results
-from pipeline.summary import SUMMARY_FILE, production_summary, pushed_destination, single_output
+from pipeline.results.run_results import latest_run_id, open_store, run_results
+from pipeline.results.summary import SUMMARY_FILE, production_summary, pushed_destination, single_output
 
 METADATA_FILE = "metadata.sqlite"
 # ReportInputs field -> (component id, output key) in the pipeline (pipeline/pipeline.py).
@@ -73,7 +73,7 @@ def _pipeline_name(run_dir: str, store: mlmd.MetadataStore) -> str:
 
 
 def report_inputs(results: Dict[str, Dict]) -> ReportInputs:
-    """The report's input folders from a run's outputs (pipeline.run_results.run_results).
+    """The report's input folders from a run's outputs (pipeline.results.run_results.run_results).
 
     Raises:
       ValueError: an output the report needs is missing (e.g. the run failed before the Evaluator).

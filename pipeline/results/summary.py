@@ -17,7 +17,7 @@ from components.paired_comparison.comparison import significance_summary
 from components.production_model.executor import PATH_PROPERTY, PUSHED, SOURCE_PROPERTY
 from pipeline.config import Config
 from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE, PRODUCTION
-from pipeline.run_results import previous_property
+from pipeline.results.run_results import previous_property
 
 SUMMARY_FILE = "summary.json"
 REPORT_COMPONENT = "EvaluationReportGen"

@@ -13,7 +13,7 @@ def add_report_parser(subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     """Runs the `report` command: 0 when written, 2 when RUN_DIR holds no finished evaluation."""
     # Imported here, as in cli.main, so that building the parser does not load TensorFlow.
-    from pipeline.report import render_report_for_run
+    from pipeline.results.report import render_report_for_run
 
     try:
         path = render_report_for_run(args.run_dir)
