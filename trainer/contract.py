@@ -74,3 +74,7 @@ SEMI_SUPERVISED_PHASES = (FIXMATCH_PHASE, DISTILL_PHASE)
 def history_key(phase: str, metric: str) -> str:
     """The key of `metric` of `phase` in history.json: 'pretrain/knn_accuracy'."""
     return f"{phase}/{metric}"
+
+
+# --- ingestion (components/image_example_gen writes them; the runners, the summary and the tests read them)
+INPUT_FINGERPRINT_PROPERTY = "input_fingerprint"  # ImageExampleGen's execution and Examples artifact property
