@@ -78,3 +78,12 @@ def history_key(phase: str, metric: str) -> str:
 
 # --- ingestion (components/image_example_gen writes them; the runners, the summary and the tests read them)
 INPUT_FINGERPRINT_PROPERTY = "input_fingerprint"  # ImageExampleGen's execution and Examples artifact property
+
+
+# --- results (the evaluation report and summary.json read these MLMD properties and metrics)
+PUSHED_PROPERTY = "pushed"  # TFX Pusher's PushedModel: 1 when it copied the model
+PUSHED_DESTINATION_PROPERTY = "pushed_destination"  # TFX Pusher's PushedModel: where it copied the model
+PRODUCTION_SOURCE_PROPERTY = "source"  # ProductionModel's Model: what it copied, one of the two below
+PRODUCTION_FROM_PUSHED, PRODUCTION_FROM_BASELINE = "pushed", "supervised_baseline"
+PRODUCTION_MODEL_PROPERTY = "production_model"  # ProductionModel's Model: the folder it copied
+ACCURACY_METRIC = "sparse_categorical_accuracy"  # TFMA's name of the blessing metric (pipeline/evaluation.py)
