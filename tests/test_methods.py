@@ -6,10 +6,11 @@ import pytest
 import tensorflow as tf
 from conftest import SAMPLE_CLASSES
 
+from trainer import losses
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoders import build_encoder
 from trainer.hparams import TrainingConfig
-from trainer.methods import build_method, output_std
+from trainer.methods import BYOL, SimCLR, SimSiam, build_method, output_std
 from trainer.monitors import CollapseMonitor, RepresentationCollapseError, weighted_knn_accuracy
 
 IMAGE_SIZE = 32
@@ -99,6 +100,32 @@ def test_probe_trains_only_the_probe_and_ignores_unlabeled_images(real_batch):
 def test_sequence_encoder_pretrains_on_flattened_frames(real_batch, method):
     _, history = train(method, real_batch, steps=3, encoder_name="sequence_cnn", sequence_pool_size=3)
     assert np.all(np.isfinite(history["loss"]))
+
+
+def test_methods_take_their_own_settings_and_build_method_maps_the_config_onto_them():
+    encoder = build_encoder("small_cnn", IMAGE_SIZE, 8)
+    heads = dict(projection_dim=8, projection_hidden_dim=16, projection_layers=2)
+    simclr = SimCLR(encoder, keras.layers.Identity(), projection_batch_norm=False, temperature=0.5, **heads)
+    simclr.build_heads()
+    frames_1, frames_2 = tf.random.stateless_normal([6, 8], [1, 2]), tf.random.stateless_normal([6, 8], [3, 4])
+    loss, metrics = simclr.ssl_loss(frames_1, frames_2, None, None)
+    expected_loss, expected_accuracy = losses.nt_xent(simclr.projection_head(frames_1, training=True),
+                                                      simclr.projection_head(frames_2, training=True), 0.5)
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-5)
+    assert float(metrics["contrastive_accuracy"]) == pytest.approx(float(expected_accuracy))
+
+    config = TrainingConfig(method="simclr", temperature=0.3, sequence_pool_size=2, augment_jit_compile=False,
+                            byol_base_ema=0.9, **heads, predictor_hidden_dim=4)
+    model = build_method(config, build_encoder("small_cnn", IMAGE_SIZE, 8), keras.layers.Identity(), False, None,
+                         steps_per_epoch=3)
+    assert isinstance(model, SimCLR) and model.temperature == 0.3 and model.sequence_pool_size == 2
+    simsiam = build_method(TrainingConfig(method="simsiam", **heads, predictor_hidden_dim=4),
+                           build_encoder("small_cnn", IMAGE_SIZE, 8), keras.layers.Identity(), False, None, 1)
+    assert isinstance(simsiam, SimSiam) and simsiam.predictor.layers[0].units == 4
+    byol = build_method(TrainingConfig(method="byol", byol_base_ema=0.9, pretrain_epochs=2, **heads),
+                        build_encoder("small_cnn", IMAGE_SIZE, 8), keras.layers.Identity(), False,
+                        lambda: build_encoder("small_cnn", IMAGE_SIZE, 8), steps_per_epoch=3)
+    assert isinstance(byol, BYOL) and byol.base_ema == 0.9 and byol.total_steps == 6
 
 
 def test_collapse_rule_fires_on_an_encoder_that_outputs_a_constant(real_batch):

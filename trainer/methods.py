@@ -3,6 +3,9 @@
 Each model takes batches of images (B, H, W, 3) float32 in [0, 1], makes two augmented views
 inside the step, and minimises its SSL loss. Under a tf.distribute strategy each replica's
 loss is divided by the number of replicas, because Keras sums gradients across replicas.
+
+The models take their own settings as keyword arguments (`SimCLR(..., temperature=0.1)`); `build_method`
+is the one place that maps a TrainingConfig onto them.
 """
 
 from typing import Dict, Optional, Tuple
@@ -61,14 +64,19 @@ class SelfSupervisedModel(keras.Model):
     gradients never reach the encoder.
     """
 
-    def __init__(self, encoder: keras.Model, augmenter: keras.layers.Layer, config: TrainingConfig,
-                 is_sequence: bool, num_classes: Optional[int] = None, **kwargs):
+    def __init__(self, encoder: keras.Model, augmenter: keras.layers.Layer, *, projection_dim: int,
+                 is_sequence: bool = False, sequence_pool_size: int = 1, augment_jit_compile: bool = True,
+                 num_classes: Optional[int] = None, **kwargs):
+        """`projection_dim`: the projection head's output width (the predictor's input); `sequence_pool_size`:
+        frames averaged per SSL input of a sequence encoder; `augment_jit_compile`: the two views compiled with
+        XLA (augment.view_maker); `num_classes` adds the online probe."""
         super().__init__(**kwargs)
         self.encoder = encoder
         self.augmenter = augmenter
-        self.make_views = view_maker(augmenter, config.augment_jit_compile)
-        self.config = config
+        self.make_views = view_maker(augmenter, augment_jit_compile)
+        self.projection_dim = projection_dim
         self.is_sequence = is_sequence
+        self.sequence_pool_size = sequence_pool_size
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.probe = keras.layers.Dense(num_classes, name="online_probe") if num_classes else None
         self.probe_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="probe_accuracy")
@@ -76,7 +84,7 @@ class SelfSupervisedModel(keras.Model):
     def frames(self, features: tf.Tensor) -> tf.Tensor:
         """Encoder features -> (N, D) SSL inputs: N = B, or B * ceil(T / pool) frames for sequences."""
         if self.is_sequence:
-            return flatten_sequence_features(features, self.config.sequence_pool_size)
+            return flatten_sequence_features(features, self.sequence_pool_size)
         return features
 
     def pooled(self, features: tf.Tensor) -> tf.Tensor:
@@ -95,7 +103,7 @@ class SelfSupervisedModel(keras.Model):
         The encoder is a functional model, built already. Runs inside the caller's strategy scope.
         """
         feature_dim = self.encoder.output.shape[-1]
-        heads = [(self.projection_head, feature_dim), (getattr(self, "predictor", None), self.config.projection_dim),
+        heads = [(self.projection_head, feature_dim), (getattr(self, "predictor", None), self.projection_dim),
                  (self.probe, feature_dim)]
         for head, input_dim in heads:
             if head is not None and not head.built:
@@ -161,11 +169,13 @@ class SelfSupervisedModel(keras.Model):
 class SimCLR(SelfSupervisedModel):
     """SimCLR: projection head and NT-Xent with negatives from every replica."""
 
-    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, num_classes=None, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
+    def __init__(self, encoder, augmenter, *, projection_dim: int, projection_hidden_dim: int, projection_layers: int,
+                 projection_batch_norm: bool, temperature: float, sync_batch_norm: bool = False, **kwargs):
+        super().__init__(encoder, augmenter, projection_dim=projection_dim, **kwargs)
+        self.temperature = temperature
         self.projection_head = build_projection_head(
-            config.projection_dim, config.projection_hidden_dim, config.projection_layers,
-            config.projection_batch_norm, name="projection_head", synchronized=config.sync_batch_norm,
+            projection_dim, projection_hidden_dim, projection_layers, projection_batch_norm, name="projection_head",
+            synchronized=sync_batch_norm,
         )
         self.contrastive_accuracy_tracker = keras.metrics.Mean(name="contrastive_accuracy")
 
@@ -176,22 +186,22 @@ class SimCLR(SelfSupervisedModel):
     def ssl_loss(self, frames_1, frames_2, views_1, views_2):
         projections_1 = _float32(self.projection_head(frames_1, training=True))
         projections_2 = _float32(self.projection_head(frames_2, training=True))
-        loss, accuracy = losses.nt_xent(projections_1, projections_2, self.config.temperature)
+        loss, accuracy = losses.nt_xent(projections_1, projections_2, self.temperature)
         return loss, {"contrastive_accuracy": accuracy}
 
 
 class SimSiam(SelfSupervisedModel):
     """SimSiam: projector (BatchNorm on every layer), bottleneck predictor, stop-gradient."""
 
-    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, num_classes=None, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
+    def __init__(self, encoder, augmenter, *, projection_dim: int, projection_hidden_dim: int, projection_layers: int,
+                 predictor_hidden_dim: int, sync_batch_norm: bool = False, **kwargs):
+        super().__init__(encoder, augmenter, projection_dim=projection_dim, **kwargs)
         self.projection_head = build_projection_head(
-            config.projection_dim, config.projection_hidden_dim, config.projection_layers,
-            batch_norm=True, name="projection_head", final_batch_norm=True, synchronized=config.sync_batch_norm,
+            projection_dim, projection_hidden_dim, projection_layers, batch_norm=True, name="projection_head",
+            final_batch_norm=True, synchronized=sync_batch_norm,
         )
         self.predictor = build_projection_head(
-            config.projection_dim, config.predictor_hidden_dim, 2, batch_norm=True, name="predictor",
-            synchronized=config.sync_batch_norm,
+            projection_dim, predictor_hidden_dim, 2, batch_norm=True, name="predictor", synchronized=sync_batch_norm,
         )
         self.output_std_tracker = keras.metrics.Mean(name="output_std")
 
@@ -213,15 +223,18 @@ class SimSiam(SelfSupervisedModel):
 class BYOL(SelfSupervisedModel):
     """BYOL: online network with predictor, target network updated by a cosine-scheduled EMA."""
 
-    def __init__(self, encoder, augmenter, config: TrainingConfig, is_sequence: bool, target_encoder: keras.Model,
-                 total_steps: int, num_classes=None, **kwargs):
-        super().__init__(encoder, augmenter, config, is_sequence, num_classes, **kwargs)
-        head_args = (config.projection_dim, config.projection_hidden_dim, config.projection_layers, True)
-        synchronized = config.sync_batch_norm
+    def __init__(self, encoder, augmenter, *, target_encoder: keras.Model, total_steps: int, projection_dim: int,
+                 projection_hidden_dim: int, projection_layers: int, base_ema: float, sync_batch_norm: bool = False,
+                 **kwargs):
+        """`target_encoder`: a fresh encoder of the same architecture; `total_steps`: the steps of the EMA's
+        cosine schedule (from `base_ema` to 1)."""
+        super().__init__(encoder, augmenter, projection_dim=projection_dim, **kwargs)
+        head_args = (projection_dim, projection_hidden_dim, projection_layers, True)
+        synchronized = sync_batch_norm
+        self.base_ema = base_ema
         self.projection_head = build_projection_head(*head_args, name="projection_head", synchronized=synchronized)
         self.predictor = build_projection_head(
-            config.projection_dim, config.projection_hidden_dim, 2, batch_norm=True, name="predictor",
-            synchronized=synchronized,
+            projection_dim, projection_hidden_dim, 2, batch_norm=True, name="predictor", synchronized=synchronized,
         )
         # The target network stays `trainable` so that its BatchNorm layers normalise with the batch's
         # statistics, as in DeepMind's BYOL and solo-learn (Keras 3 uses the moving averages in a
@@ -271,7 +284,7 @@ class BYOL(SelfSupervisedModel):
 
     def after_gradient_step(self) -> None:
         decay = losses.byol_target_decay(
-            tf.cast(self.optimizer.iterations, tf.float32), float(self.total_steps), self.config.byol_base_ema
+            tf.cast(self.optimizer.iterations, tf.float32), float(self.total_steps), self.base_ema
         )
         for online, target in self._network_pairs():
             target.assign(decay * target + (1.0 - decay) * tf.cast(online, target.dtype))
@@ -283,14 +296,20 @@ def build_method(config: TrainingConfig, encoder: keras.Model, augmenter: keras.
 
     `make_encoder()` builds a fresh encoder (BYOL's target); `num_classes` adds the online linear probe.
     """
+    common = dict(is_sequence=is_sequence, sequence_pool_size=config.sequence_pool_size,
+                  augment_jit_compile=config.augment_jit_compile, num_classes=num_classes,
+                  projection_dim=config.projection_dim, projection_hidden_dim=config.projection_hidden_dim,
+                  projection_layers=config.projection_layers, sync_batch_norm=config.sync_batch_norm,
+                  name=config.method)
     if config.method == "simclr":
-        model = SimCLR(encoder, augmenter, config, is_sequence, num_classes, name="simclr")
+        model = SimCLR(encoder, augmenter, projection_batch_norm=config.projection_batch_norm,
+                       temperature=config.temperature, **common)
     elif config.method == "simsiam":
-        model = SimSiam(encoder, augmenter, config, is_sequence, num_classes, name="simsiam")
+        model = SimSiam(encoder, augmenter, predictor_hidden_dim=config.predictor_hidden_dim, **common)
     elif config.method == "byol":
-        total_steps = max(1, config.pretrain_epochs * steps_per_epoch)
-        model = BYOL(encoder, augmenter, config, is_sequence, target_encoder=make_encoder(),
-                     total_steps=total_steps, num_classes=num_classes, name="byol")
+        model = BYOL(encoder, augmenter, target_encoder=make_encoder(),
+                     total_steps=max(1, config.pretrain_epochs * steps_per_epoch), base_ema=config.byol_base_ema,
+                     **common)
         model.build_targets((config.image_size, config.image_size, 3))
     else:
         raise ValueError(f"config key 'training.method': unknown method {config.method!r}")
