@@ -6,10 +6,26 @@ the same object from `fn_args.custom_config` inside its executor.
 """
 
 import dataclasses
-from typing import Dict, List, Literal, Optional
+from typing import Dict, List, Literal, Optional, get_args
 
-METHODS = ("simclr", "simsiam", "byol")
-ENCODERS = ("small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn")
+from trainer.contract import IMAGE_FEATURE, LABEL_FEATURE
+
+# The choices of the `training.*` settings that have a fixed list: each list is written once, as the Literal type
+# of its TrainingConfig field, and the tuple (what __post_init__ checks, what argparse `choices=` and the docs
+# take) is derived from it.
+Method = Literal["simclr", "simsiam", "byol"]
+Encoder = Literal["small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn"]
+Optimizer = Literal["adam", "adamw", "sgd", "lars"]
+Strategy = Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"]
+# Keras dtype policies of `training.precision`; `auto` is resolved per machine by trainer/precision.py.
+Precision = Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"]
+
+METHODS = get_args(Method)
+ENCODERS = get_args(Encoder)
+OPTIMIZERS = get_args(Optimizer)
+STRATEGIES = get_args(Strategy)
+PRECISIONS = get_args(Precision)
+
 # The smallest image_size each encoder accepts; 8 for the others.
 _MIN_ENCODER_IMAGE_SIZE = {"small_cnn": 32, "resnet50": 32, "efficientnet_b0": 32}
 
@@ -17,15 +33,6 @@ _MIN_ENCODER_IMAGE_SIZE = {"small_cnn": 32, "resnet50": 32, "efficientnet_b0": 3
 def min_image_size(encoder: str) -> int:
     return _MIN_ENCODER_IMAGE_SIZE.get(encoder, 8)
 
-
-# The tf.Example feature keys of the encoded image and the integer label that selfsup's ImageExampleGen writes:
-# the defaults of `training.image_feature` / `training.label_feature` (trainer/examples.py).
-IMAGE_FEATURE, LABEL_FEATURE = "image", "label"
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
-# Keras dtype policies of `training.precision`; `auto` is resolved per machine by trainer/precision.py.
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 # Augmentation presets (SimCLR-style "strong" for pretraining, "weak" for fine-tuning).
 # `training.pretrain_augment` / `training.finetune_augment` override single keys.
@@ -88,10 +95,8 @@ class TrainingConfig:
     section, and the values are checked again here (ranges, choices).
     """
 
-    method: Literal["simclr", "simsiam", "byol"] = "simclr"
-    encoder: Literal[
-        "small_cnn", "resnet18_cifar", "resnet10_cifar", "resnet50", "efficientnet_b0", "sequence_cnn"
-    ] = "small_cnn"
+    method: Method = "simclr"
+    encoder: Encoder = "small_cnn"
     encoder_width: int = 128
     encoder_weights: Optional[str] = None
     image_size: int = 32
@@ -109,7 +114,7 @@ class TrainingConfig:
     batch_size: int = 256
     pretrain_epochs: int = 20
     pretrain_learning_rate: float = 1e-3
-    optimizer: Literal["adam", "adamw", "sgd", "lars"] = "adam"
+    optimizer: Optimizer = "adam"
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
 
@@ -119,7 +124,8 @@ class TrainingConfig:
     # (trainer/augment.py view_maker).
     augment_jit_compile: bool = True
 
-    # What the Trainers read (trainer/examples.py): the feature keys of the encoded image and of the integer label;
+    # What the Trainers read (trainer/examples.py): the feature keys (by default those selfsup's ImageExampleGen
+    # writes, trainer/contract.py) of the encoded image and of the integer label;
     # the class names when the examples have no class_names.json beside their splits (ImportExampleGen's);
     # the splits pretrained on without labels besides the train splits (None: `unlabeled` when there is one).
     image_feature: str = IMAGE_FEATURE
@@ -162,11 +168,11 @@ class TrainingConfig:
     monitor_every_epochs: int = 1
     collapse_std_threshold: float = 0.01
     seed: int = 42
-    strategy: Literal["auto", "default", "one_device", "mirrored", "multi_worker", "tpu"] = "auto"
+    strategy: Strategy = "auto"
     tpu_address: Optional[str] = None
     # `auto`: the precision the hardware is fast at (trainer/precision.py). mixed_bfloat16 was measured within
     # 0.4 points of float32 on cifar10-ssl (docs/benchmarks.md section 7).
-    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         prefix = "training."
