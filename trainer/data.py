@@ -15,13 +15,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer.hparams import IMAGE_FEATURE, LABEL_FEATURE
+from trainer.contract import (  # noqa: F401  (CLASS_NAMES_FILE: callers still read it as data.CLASS_NAMES_FILE)
+    CLASS_NAMES_FILE,
+    IMAGE_FEATURE,
+    LABEL_FEATURE,
+    PATH_FEATURE,
+    SPLIT_FOLDER_PREFIX,
+    UNLABELED_LABEL,
+)
 
-# ImageExampleGen's per-image key (where the image came from): the label budget's key when an example has it.
-PATH_FEATURE = "path"
-# The label budget's key of an example without a `path`: this prefix and the FarmHash64 of its encoded image.
+# The label budget's key of an example: its PATH_FEATURE (ImageExampleGen's: where the image came from), or for
+# an example without one this prefix and the FarmHash64 of its encoded image (`budget_keys`).
 IMAGE_HASH_KEY_PREFIX = "image-farmhash64:"
-CLASS_NAMES_FILE = "class_names.json"
 _INT64_MAX = 2**63 - 1
 
 
@@ -56,24 +61,25 @@ def decode_image_batch(encoded: tf.Tensor, image_size: int) -> tf.Tensor:
 
 def parse_examples(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> dict:
     """(B,) serialized tf.Examples -> {IMAGE_FEATURE: (B,) string, LABEL_FEATURE: (B,) int64} whatever `keys`
-    names them; the label is -1 where an example has none."""
+    names them; the label is UNLABELED_LABEL (-1) where an example has none."""
     parsed = tf.io.parse_example(serialized, {
         keys.image: tf.io.FixedLenFeature([], tf.string),
-        keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=UNLABELED_LABEL),
     })
     return {IMAGE_FEATURE: parsed[keys.image], LABEL_FEATURE: parsed[keys.label]}
 
 
 def parse_labels(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> tf.Tensor:
-    """(B,) serialized tf.Examples -> (B,) int64 labels, -1 where an example has none."""
-    spec = {keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    """(B,) serialized tf.Examples -> (B,) int64 labels, UNLABELED_LABEL (-1) where an example has none."""
+    spec = {keys.label: tf.io.FixedLenFeature([], tf.int64, default_value=UNLABELED_LABEL)}
     return tf.io.parse_example(serialized, spec)[keys.label]
 
 
 def budget_keys(serialized: tf.Tensor, keys: FeatureKeys = FeatureKeys()) -> tf.Tensor:
     """(B,) serialized tf.Examples -> (B,) string: each example's key for the label budget, its `path` feature
     (ImageExampleGen's), or for an example without one IMAGE_HASH_KEY_PREFIX and the FarmHash64 of its
-    encoded image bytes (the same on every machine; byte-identical images share a key)."""
+    encoded image bytes (the same on every machine; byte-identical images share a key). The one definition of an
+    example's key: `label_budget_paths` ranks these keys and `labeled_dataset` filters by them."""
     parsed = tf.io.parse_example(serialized, {
         PATH_FEATURE: tf.io.FixedLenFeature([], tf.string, default_value=""),
         keys.image: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -89,7 +95,7 @@ def examples_root(split_file_patterns: Sequence[str]) -> str:
 
 
 def split_files(examples_uri: str, split: str) -> List[str]:
-    return [os.path.join(examples_uri, f"Split-{split}", "*")]
+    return [os.path.join(examples_uri, f"{SPLIT_FOLDER_PREFIX}{split}", "*")]
 
 
 def records(file_patterns: Sequence[str], shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
@@ -110,54 +116,16 @@ def records(file_patterns: Sequence[str], shuffle: bool = False, seed: int = 0) 
     )
 
 
-def image_dataset(
-    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True,
-    with_labels: bool = False, keys: FeatureKeys = FeatureKeys(),
+def batches(
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool, *, with_labels: bool,
+    full_batches: bool, keep_paths: Optional[Sequence[bytes]] = None, keys: FeatureKeys = FeatureKeys(),
 ) -> tf.data.Dataset:
-    """Batches of images (batch_size, H, W, 3) float32 for pretraining, full batches only; with
-    `with_labels`, (images, labels (batch_size,) int64) with -1 for unlabeled images.
+    """The one pipeline from TFRecords to decoded batches (`image_dataset` and `labeled_dataset` call it).
 
-    Streams from the files; shuffles within a 10,000-image buffer.
-    """
-    examples = records(file_patterns, shuffle, seed)
-    if shuffle:
-        examples = examples.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-
-    def decode(batch: tf.Tensor):
-        features = parse_examples(batch, keys)
-        images = decode_image_batch(features[IMAGE_FEATURE], image_size)
-        return (images, features[LABEL_FEATURE]) if with_labels else images
-
-    return (
-        examples.batch(batch_size, drop_remainder=True)
-        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def label_budget_paths(file_patterns: Sequence[str], labels_per_class: int,
-                       keys: FeatureKeys = FeatureKeys()) -> List[bytes]:
-    """The keys (`budget_keys`: the `path`, else a hash of the image) of the images a label budget keeps: per
-    class, the `labels_per_class` images whose key has the smallest SHA-256. The choice depends only on the
-    keys, so it is the same on every machine and for both Trainers, and nested: a smaller budget keeps a subset
-    of a larger one's images.
-    """
-    by_class: Dict[int, List[Tuple[bytes, bytes]]] = {}
-    batches = records(file_patterns).batch(1024).map(
-        lambda batch: (budget_keys(batch, keys), parse_labels(batch, keys)))
-    for batch_keys, batch_labels in batches.as_numpy_iterator():
-        for key, label in zip(batch_keys, batch_labels):
-            by_class.setdefault(int(label), []).append((hashlib.sha256(key).digest(), key))
-    return sorted(key for ranked in by_class.values() for _, key in sorted(ranked)[:labels_per_class])
-
-
-def labeled_dataset(
-    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool,
-    keep_paths: Optional[Sequence[bytes]] = None, keys: FeatureKeys = FeatureKeys(),
-) -> tf.data.Dataset:
-    """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller.
-
-    With `keep_paths` (label_budget_paths), only the examples whose budget key is in it.
+    Streams from the files (in a shuffled order with `shuffle`); keeps only the examples whose budget key is in
+    `keep_paths` (label_budget_paths) when given; shuffles within a 10,000-image buffer with `shuffle`; batches
+    (dropping a last, smaller batch with `full_batches`), decodes, prefetches. Batches are images (B, H, W, 3)
+    float32 in [0, 1], or with `with_labels` (images, labels (B,) int64, UNLABELED_LABEL for unlabeled images).
     """
     examples = records(file_patterns, shuffle, seed)
     if keep_paths is not None:
@@ -168,11 +136,54 @@ def labeled_dataset(
     if shuffle:
         examples = examples.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
 
-    def decode(batch: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    def decode(batch: tf.Tensor):
         features = parse_examples(batch, keys)
-        return decode_image_batch(features[IMAGE_FEATURE], image_size), features[LABEL_FEATURE]
+        images = decode_image_batch(features[IMAGE_FEATURE], image_size)
+        return (images, features[LABEL_FEATURE]) if with_labels else images
 
-    return examples.batch(batch_size).map(decode, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return (
+        examples.batch(batch_size, drop_remainder=full_batches)
+        .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def image_dataset(
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool = True,
+    with_labels: bool = False, keys: FeatureKeys = FeatureKeys(),
+) -> tf.data.Dataset:
+    """Batches of images (batch_size, H, W, 3) float32 for pretraining, full batches only; with
+    `with_labels`, (images, labels (batch_size,) int64) with -1 for unlabeled images (`batches`)."""
+    return batches(file_patterns, batch_size, image_size, seed, shuffle, with_labels=with_labels, full_batches=True,
+                   keys=keys)
+
+
+def label_budget_paths(file_patterns: Sequence[str], labels_per_class: int,
+                       keys: FeatureKeys = FeatureKeys()) -> List[bytes]:
+    """The keys (`budget_keys`: the `path`, else a hash of the image) of the images a label budget keeps: per
+    class, the `labels_per_class` images whose key has the smallest SHA-256. The choice depends only on the
+    keys, so it is the same on every machine and for both Trainers, and nested: a smaller budget keeps a subset
+    of a larger one's images.
+    """
+    by_class: Dict[int, List[Tuple[bytes, bytes]]] = {}
+    keyed = records(file_patterns).batch(1024).map(
+        lambda batch: (budget_keys(batch, keys), parse_labels(batch, keys)))
+    for batch_keys, batch_labels in keyed.as_numpy_iterator():
+        for key, label in zip(batch_keys, batch_labels):
+            by_class.setdefault(int(label), []).append((hashlib.sha256(key).digest(), key))
+    return sorted(key for ranked in by_class.values() for _, key in sorted(ranked)[:labels_per_class])
+
+
+def labeled_dataset(
+    file_patterns: Sequence[str], batch_size: int, image_size: int, seed: int, shuffle: bool,
+    keep_paths: Optional[Sequence[bytes]] = None, keys: FeatureKeys = FeatureKeys(),
+) -> tf.data.Dataset:
+    """(images (B, H, W, 3) float32, labels (B,) int64) batches; the last batch may be smaller (`batches`).
+
+    With `keep_paths` (label_budget_paths), only the examples whose budget key is in it.
+    """
+    return batches(file_patterns, batch_size, image_size, seed, shuffle, with_labels=True, full_batches=False,
+                   keep_paths=keep_paths, keys=keys)
 
 
 def unlabeled_and_labeled_batches(unlabeled_and_train_files: Sequence[str], train_files: Sequence[str],
