@@ -6,7 +6,7 @@ naming the key before any pipeline work starts, all problems of a file in one
 error, one per line. CLI flags and `--set KEY=VALUE` settings override the file
 and are checked with it.
 
-    data:        where the images come from and how they are read
+    data:        where the images come from and how they are read (components/image_example_gen/data_config.py)
     training:    both Trainers' hyperparameters (see trainer/hparams.py)
     evaluation:  the blessing rule (accuracy floor, margin over the baseline)
     pipeline:    name, caching, Beam arguments
@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import yaml
 
+from components.image_example_gen.data_config import DataConfig
 from trainer.hparams import ConfigError, TrainingConfig, require
 
 __all__ = [
@@ -29,69 +30,6 @@ __all__ = [
 
 # Keys that moved to another section, named in the error a file with the old key gets.
 MOVED_KEYS = {"data.labels_per_class": "training.labels_per_class"}
-
-TFDS_DEFAULT_SPLITS = {
-    "stl10": {"unlabeled": "unlabelled", "train": "train", "eval": "test"},
-    "cifar10": {"unlabeled": "train[:80%]", "train": "train[80%:]", "eval": "test"},
-}
-
-
-@dataclasses.dataclass
-class DataConfig:
-    """Where the images come from.
-
-    source: `folder` (DIR/unlabeled/**, DIR/labeled/<class>/**, optional DIR/test/<class>/**),
-      `tfrecord` (DIR/{unlabeled,train,eval}/*: gzipped or plain TFRecords of tf.Examples with
-      an encoded `image` bytes feature and an int64 `label`), or `tfds` (a TFDS dataset by name,
-      read from `tfds_data_dir`; nothing is downloaded).
-    """
-
-    source: Literal["folder", "tfrecord", "tfds"] = "folder"
-    path: Optional[str] = None
-    class_names: Optional[List[str]] = None
-    tfds_name: Optional[str] = None
-    tfds_data_dir: Optional[str] = None
-    tfds_splits: Optional[Dict[str, str]] = None
-    eval_fraction: float = 0.2
-    max_bad_fraction: float = 0.05
-    max_image_pixels: int = 40_000_000
-    follow_external_links: bool = False
-    on_eval_duplicates: Literal["drop", "fail", "keep"] = "drop"
-
-    def __post_init__(self) -> None:
-        require(
-            self.source in ("folder", "tfrecord", "tfds"),
-            "data.source",
-            f"must be 'folder', 'tfrecord' or 'tfds', got {self.source!r}",
-        )
-        require(0.0 < self.eval_fraction < 1.0, "data.eval_fraction", f"must be in (0, 1), got {self.eval_fraction}")
-        require(
-            0.0 <= self.max_bad_fraction <= 1.0,
-            "data.max_bad_fraction",
-            f"must be in [0, 1], got {self.max_bad_fraction}",
-        )
-        require(self.max_image_pixels > 0, "data.max_image_pixels", f"must be positive, got {self.max_image_pixels}")
-        require(self.on_eval_duplicates in ("drop", "fail", "keep"), "data.on_eval_duplicates",
-                f"must be 'drop', 'fail' or 'keep', got {self.on_eval_duplicates!r}")
-        if self.source == "tfds":
-            require(bool(self.tfds_name), "data.tfds_name", "is required when data.source is 'tfds'")
-            splits = self.resolved_tfds_splits()
-            require(
-                splits is not None and set(splits) == {"unlabeled", "train", "eval"},
-                "data.tfds_splits",
-                f"must map exactly unlabeled, train and eval to TFDS splits for {self.tfds_name!r}, got {splits}",
-            )
-        elif self.path is not None:
-            require(bool(self.path.strip()), "data.path", "must not be empty")
-        if self.class_names is not None:
-            require(len(self.class_names) >= 2, "data.class_names", "needs at least two classes")
-            require(
-                len(set(self.class_names)) == len(self.class_names), "data.class_names", "has duplicate names"
-            )
-
-    def resolved_tfds_splits(self) -> Optional[Dict[str, str]]:
-        """The TFDS split for each of our splits (config value, else the known default)."""
-        return self.tfds_splits or TFDS_DEFAULT_SPLITS.get(self.tfds_name or "")
 
 
 @dataclasses.dataclass

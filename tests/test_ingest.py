@@ -17,8 +17,10 @@ from PIL import Image, ImageOps
 from components.image_example_gen.fingerprint import input_fingerprint
 from components.image_example_gen.folder_layout import is_eval_by_hash, plan_folder
 from components.image_example_gen.image_check import image_problem
-from components.image_example_gen.ingest import CLASS_NAMES_FILE, REPORT_FILE, ingest, make_example
+from components.image_example_gen.ingest import ingest, make_example
 from components.image_example_gen.sources import plan_source
+from trainer.contract import CLASS_NAMES_FILE
+from trainer.contract import INGEST_REPORT_FILE as REPORT_FILE
 from trainer.data import decode_image
 
 MAX_PIXELS = 10_000_000

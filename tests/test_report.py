@@ -45,7 +45,7 @@ from components.evaluation_report.report_data import (
     per_class_metrics,
 )
 from components.evaluation_report.tfma_output import read_evaluation
-from components.image_example_gen.ingest import REPORT_FILE, build_report, make_example
+from components.image_example_gen.ingest import INGEST_REPORT_FILE as REPORT_FILE, build_report, make_example
 from components.paired_comparison import executor as comparison_executor
 from components.paired_comparison.comparison import significance_summary
 from pipeline import summary as summary_lib

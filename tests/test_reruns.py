@@ -21,15 +21,15 @@ from tfx.dsl.compiler import compiler, constants
 from tfx.orchestration.portable import runtime_parameter_utils
 
 from components.image_example_gen.component import ImageExampleGen
-from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
-from components.image_example_gen.ingest import REPORT_FILE
 from pipeline import cli
 from pipeline.config import Config, DataConfig
 from pipeline.local_runner import new_run_id, run_pipeline_ir
 from pipeline.pipeline import data_config_json
-from pipeline.run_lock import LOCK_FILE, output_lock
 from pipeline.results.run_results import open_store, run_results
 from pipeline.results.summary import build_summary, ingestion_status
+from pipeline.run_lock import LOCK_FILE, output_lock
+from trainer.contract import INGEST_REPORT_FILE as REPORT_FILE
+from trainer.contract import INPUT_FINGERPRINT_PROPERTY as FINGERPRINT_PROPERTY
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 PIPELINE_NAME = "reruns"

@@ -6,6 +6,8 @@ from typing import Dict, List
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 
+from trainer.contract import SPLIT_FOLDER_PREFIX
+
 ANOMALIES_FILE = "SchemaDiff.pb"
 
 
@@ -13,7 +15,7 @@ def read_anomalies(anomalies_uri: str, splits: List[str]) -> Dict[str, List[str]
     """{split: ["feature 'x': description", ...]} for every split with anomalies."""
     found = {}
     for split in splits:
-        path = os.path.join(anomalies_uri, f"Split-{split}", ANOMALIES_FILE)
+        path = os.path.join(anomalies_uri, SPLIT_FOLDER_PREFIX + split, ANOMALIES_FILE)
         if not tf.io.gfile.exists(path):
             raise ValueError(f"anomalies file missing for split {split!r}: {path}")
         anomalies = anomalies_pb2.Anomalies()
@@ -36,5 +38,5 @@ def raise_on_anomalies(found: Dict[str, List[str]], anomalies_uri: str) -> None:
         details = "; ".join(f"{split}: {', '.join(problems)}" for split, problems in sorted(found.items()))
         raise ValueError(
             f"data validation found anomalies, so training does not start: {details}. "
-            f"Details: {anomalies_uri}/Split-*/{ANOMALIES_FILE}"
+            f"Details: {anomalies_uri}/{SPLIT_FOLDER_PREFIX}*/{ANOMALIES_FILE}"
         )

@@ -15,9 +15,9 @@ from components.image_example_gen.driver import InputFingerprintDriver
 
 class ImageExampleGenSpec(ComponentSpec):
     PARAMETERS = {
-        # The `data:` config section as JSON (see pipeline/config.py DataConfig).
+        # The `data:` config section as JSON (data_config.DataConfig; the executor rebuilds it with from_dict).
         "data_config": ExecutionParameter(type=str),
-        # Overrides data_config["path"]; a runtime parameter on Kubeflow.
+        # Overrides the data config's path; a runtime parameter on Kubeflow.
         "data_path": ExecutionParameter(type=str, optional=True),
         # evaluation.min_eval_per_class: fewer eval images of a class fail ingestion, before training.
         "min_eval_per_class": ExecutionParameter(type=int, optional=True),

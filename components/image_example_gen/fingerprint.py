@@ -15,8 +15,6 @@ import tensorflow as tf
 
 from components.image_example_gen.sources import SourcePlan
 
-FINGERPRINT_PROPERTY = "input_fingerprint"
-
 
 def input_fingerprint(plan: SourcePlan, root: str = "") -> Dict[str, Any]:
     """{"fingerprint": "sha256:...", "files": count, "bytes": total size} of what `plan` reads.

@@ -21,10 +21,10 @@ import tensorflow as tf
 
 from components.image_example_gen.folder_scan import FolderScanner
 from components.image_example_gen.image_check import has_image_extension
+from trainer.contract import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_LABEL, UNLABELED_SPLIT
 
-UNLABELED, TRAIN, EVAL = "unlabeled", "train", "eval"
-SPLITS = (UNLABELED, TRAIN, EVAL)
-UNLABELED_LABEL = -1
+# The order ImageExampleGen writes the splits in: the Examples artifact's split_names, the report's splits.
+SPLIT_ORDER = (UNLABELED_SPLIT, TRAIN_SPLIT, EVAL_SPLIT)
 
 
 @dataclasses.dataclass
@@ -44,7 +44,7 @@ class FolderPlan:
     links_not_followed: List[Dict[str, str]] = dataclasses.field(default_factory=list)
 
     def counts(self) -> Dict[str, int]:
-        counts = {split: 0 for split in SPLITS}
+        counts = {split: 0 for split in SPLIT_ORDER}
         for _, split, _ in self.records:
             counts[split] += 1
         return counts
@@ -132,9 +132,9 @@ def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = F
     has_test = tf.io.gfile.isdir(os.path.join(root, "test"))
     for label, name in enumerate(class_names):
         if has_test:
-            split_of = lambda path: TRAIN  # noqa: E731
+            split_of = lambda path: TRAIN_SPLIT  # noqa: E731
         else:
-            split_of = lambda path: EVAL if is_eval_by_hash(path, eval_fraction) else TRAIN  # noqa: E731
+            split_of = lambda path: EVAL_SPLIT if is_eval_by_hash(path, eval_fraction) else TRAIN_SPLIT  # noqa: E731
         if add(labeled[name], split_of, label) == 0:
             raise ValueError(f"class folder {os.path.join(labeled_dir, name)} has no image files")
 
@@ -147,18 +147,18 @@ def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = F
                 f"(labeled classes: {class_names})"
             )
         for name, paths in test.items():
-            add(paths, lambda path: EVAL, class_names.index(name))
+            add(paths, lambda path: EVAL_SPLIT, class_names.index(name))
 
     unlabeled_dir = os.path.join(root, "unlabeled")
     if not tf.io.gfile.isdir(unlabeled_dir):
         raise ValueError(f"no unlabeled/ folder in {root}: self-supervised pretraining needs unlabeled images")
-    if add(scanner.list_files("unlabeled"), lambda path: UNLABELED, UNLABELED_LABEL) == 0:
+    if add(scanner.list_files("unlabeled"), lambda path: UNLABELED_SPLIT, UNLABELED_LABEL) == 0:
         raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
 
     plan = FolderPlan(class_names=class_names, records=records, ignored=ignored,
                       links_not_followed=scanner.links_not_followed)
     counts = plan.counts()
-    for split in (TRAIN, EVAL):
+    for split in (TRAIN_SPLIT, EVAL_SPLIT):
         if counts[split] == 0:
             raise ValueError(f"the {split} split of {root} would be empty (image counts: {counts})")
     return plan

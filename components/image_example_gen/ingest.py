@@ -1,4 +1,4 @@
-"""Checks every candidate image and writes the unlabeled/train/eval tf.Example splits and the report.
+"""Checks every image and writes the unlabeled/train/eval tf.Example splits and the report.
 
 Plain functions so that they run and are tested without MLMD artifacts; the executor only
 resolves artifact URIs and calls `ingest`.
@@ -6,27 +6,31 @@ resolves artifact URIs and calls `ingest`.
 
 import hashlib
 import json
-import logging
 import os
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import apache_beam as beam
 import tensorflow as tf
 
-from components.image_example_gen.folder_layout import EVAL, SPLITS, UNLABELED
+from components.image_example_gen.data_config import DataConfig, as_data_config
+from components.image_example_gen.folder_layout import SPLIT_ORDER
 from components.image_example_gen.image_check import IMAGE_EXTENSIONS, image_problem
-from components.image_example_gen.sources import (
+from components.image_example_gen.sources import SourceImage, SourcePlan, plan_source
+from trainer import log
+from trainer.contract import (
+    CLASS_NAMES_FILE,
+    EVAL_SPLIT,
     IMAGE_FEATURE,
+    INGEST_REPORT_FILE,
     LABEL_FEATURE,
     PATH_FEATURE,
-    Candidate,
-    plan_source,
+    SPLIT_FOLDER_PREFIX,
+    UNLABELED_SPLIT,
 )
 from trainer.progress import Progress  # the one bar-or-lines choice, shared with the Trainers (no TFX inside)
 
-REPORT_FILE = "ingest_report.json"
-CLASS_NAMES_FILE = "class_names.json"
+LOG = log.get(__name__)
 EXAMPLES_FILE_PREFIX = "data_tfrecord"
 _SKIPPED_FILE = "skipped.jsonl"
 _COUNTS_FILE = "written_counts.jsonl"
@@ -48,14 +52,14 @@ def make_example(encoded: bytes, label: int, source_id: str) -> bytes:
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-def check_candidate(candidate: Candidate, max_pixels: int, num_classes: int):
-    """Tags a candidate ("ok", split, serialized example, {"id", "label", "digest"}) or
+def check_image(image: SourceImage, max_pixels: int, num_classes: int):
+    """Tags an image ("ok", split, serialized example, {"id", "label", "digest"}) or
     ("skipped", split, report entry). The digest (SHA-256 of the encoded bytes) finds eval images
     that also sit in another split."""
-    source_id, split, label, encoded, problem = candidate
+    source_id, split, label, encoded, problem = image
     if problem is None:
         problem = image_problem(encoded, max_pixels)
-    if problem is None and split != UNLABELED and not 0 <= label < num_classes:
+    if problem is None and split != UNLABELED_SPLIT and not 0 <= label < num_classes:
         problem = f"label {label} is outside the class list (0..{num_classes - 1})"
     if problem is not None:
         return "skipped", split, {"id": source_id, "split": split, "reason": problem}
@@ -74,7 +78,7 @@ def _count_checked(row, token: str):
 def mark_eval_duplicate(row, eval_digests: Dict[str, str]):
     """Adds "duplicate_of" (the eval image with the same bytes, or None) to a train/unlabeled row."""
     _, split, _, meta = row
-    duplicate_of = eval_digests.get(meta["digest"]) if split != EVAL else None
+    duplicate_of = eval_digests.get(meta["digest"]) if split != EVAL_SPLIT else None
     return row[:3] + (dict(meta, duplicate_of=duplicate_of),)
 
 
@@ -92,23 +96,26 @@ def _write_jsonl(rows: beam.PCollection, path: str, label: str):
 
 
 def ingest(
-    data: Dict[str, Any],
+    data: Union[DataConfig, Mapping[str, Any]],
     examples_uri: str,
     report_uri: str,
     make_pipeline: Callable[[], beam.Pipeline],
     input_fingerprint: Optional[Dict[str, Any]] = None,
     min_eval_per_class: Optional[int] = None,
+    plan: Optional[SourcePlan] = None,
 ) -> Dict[str, Any]:
     """Reads, checks and writes every image of the configured source.
 
     Args:
-      data: the `data:` config section as a dict (see pipeline/config.py DataConfig).
+      data: the `data:` config section (data_config.DataConfig, or its JSON form as a dict).
       examples_uri: the Examples artifact folder; splits go to Split-<name>/data_tfrecord-*.gz.
       report_uri: folder for ingest_report.json (and the skipped list).
       make_pipeline: returns a Beam pipeline to run the work in (the executor's, or a test one).
       input_fingerprint: what fingerprint.input_fingerprint gave for the input (recorded in the report).
       min_eval_per_class: the fewest eval images a class may have (evaluation.min_eval_per_class);
         None checks nothing.
+      plan: sources.plan_source(data) when the caller has just made it (the driver's, see driver.py);
+        None plans here.
 
     Returns:
       The report dict also written to report_uri/ingest_report.json and, with the class
@@ -119,10 +126,11 @@ def ingest(
         share of undecodable images above data.max_bad_fraction (naming the files), eval images
         also in training with data.on_eval_duplicates 'fail', or too few eval images of a class.
     """
-    source = plan_source(data)
+    data = as_data_config(data)
+    source = plan or plan_source(data)
     class_names = source.class_names
     work_dir = os.path.join(report_uri, ".work")
-    logging.info("Ingesting %s images from %s", data["source"], data.get("path") or data.get("tfds_name"))
+    LOG.info("Ingesting %s images from %s", data.source, data.location)
     token = uuid.uuid4().hex
     _PROGRESS[token] = Progress(sum(source.split_counts.values()) if source.split_counts else None,
                                 "Ingesting images", "image")
@@ -138,28 +146,28 @@ def ingest(
     report = build_report(data, class_names, counts, skipped, source.ignored, duplicates, input_fingerprint,
                           source.links_not_followed)
     for folder in (report_uri, examples_uri):
-        with tf.io.gfile.GFile(os.path.join(folder, REPORT_FILE), "w") as handle:
+        with tf.io.gfile.GFile(os.path.join(folder, INGEST_REPORT_FILE), "w") as handle:
             json.dump(report, handle, indent=2)
     with tf.io.gfile.GFile(os.path.join(examples_uri, CLASS_NAMES_FILE), "w") as handle:
         json.dump(class_names, handle)
-    raise_on_bad_input(report, data["max_bad_fraction"], os.path.join(report_uri, REPORT_FILE))
+    raise_on_bad_input(report, data.max_bad_fraction, os.path.join(report_uri, INGEST_REPORT_FILE))
     if min_eval_per_class is not None:
-        check_eval_per_class(report["eval_per_class"], min_eval_per_class, data.get("path") or data.get("tfds_name"))
+        check_eval_per_class(report["eval_per_class"], min_eval_per_class, data.location)
     return report
 
 
-def _run_ingestion(source, data: Dict[str, Any], examples_uri: str, work_dir: str,
+def _run_ingestion(source: SourcePlan, data: DataConfig, examples_uri: str, work_dir: str,
                    make_pipeline: Callable[[], beam.Pipeline], token: str) -> None:
-    """The Beam work of `ingest`: checks every candidate, writes the splits and the work files it reads back."""
-    policy = data["on_eval_duplicates"]
+    """The Beam work of `ingest`: checks every image, writes the splits and the work files it reads back."""
+    policy = data.on_eval_duplicates
     with make_pipeline() as pipeline:
         checked = (source.read(pipeline)
-                   | "CheckImages" >> beam.Map(check_candidate, data["max_image_pixels"], len(source.class_names))
+                   | "CheckImages" >> beam.Map(check_image, data.max_image_pixels, len(source.class_names))
                    | "CountChecked" >> beam.Map(_count_checked, token))
         usable = checked | "SelectUsable" >> beam.Filter(lambda row: row[0] == "ok")
         eval_digests = (
             usable
-            | "SelectEval" >> beam.Filter(lambda row: row[1] == EVAL)
+            | "SelectEval" >> beam.Filter(lambda row: row[1] == EVAL_SPLIT)
             | "EvalDigests" >> beam.Map(lambda row: (row[3]["digest"], row[3]["id"]))
             | "OneIdPerDigest" >> beam.CombinePerKey(min)
         )
@@ -167,15 +175,15 @@ def _run_ingestion(source, data: Dict[str, Any], examples_uri: str, work_dir: st
             mark_eval_duplicate, eval_digests=beam.pvalue.AsDict(eval_digests))
         kept = marked | "DropEvalDuplicates" >> beam.Filter(
             lambda row: policy == "keep" or row[3]["duplicate_of"] is None)
-        for split in SPLITS:
+        for split in SPLIT_ORDER:
             _ = (
                 kept
                 | f"Select[{split}]" >> beam.Filter(lambda row, split=split: row[1] == split)
                 | f"Serialized[{split}]" >> beam.Map(lambda row: row[2])
                 | f"Shuffle[{split}]" >> beam.Reshuffle()
                 | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                    os.path.join(examples_uri, f"Split-{split}", EXAMPLES_FILE_PREFIX), file_name_suffix=".gz"
-                )
+                    os.path.join(examples_uri, SPLIT_FOLDER_PREFIX + split, EXAMPLES_FILE_PREFIX),
+                    file_name_suffix=".gz")
             )
         _write_jsonl(checked | "SelectSkipped" >> beam.Filter(lambda row: row[0] == "skipped")
                      | "SkippedEntry" >> beam.Map(lambda row: row[2]), os.path.join(work_dir, _SKIPPED_FILE), "Skipped")
@@ -191,7 +199,7 @@ def _run_ingestion(source, data: Dict[str, Any], examples_uri: str, work_dir: st
 
 
 def build_report(
-    data: Dict[str, Any],
+    data: Union[DataConfig, Mapping[str, Any]],
     class_names: List[str],
     counts: List[Dict[str, Any]],
     skipped: List[Dict[str, Any]],
@@ -203,7 +211,7 @@ def build_report(
     """The ingest report.
 
     Args:
-      data: the `data:` section (source, path, on_eval_duplicates).
+      data: the `data:` section (its source, location and on_eval_duplicates are recorded).
       class_names: the label mapping.
       counts: {"split", "label", "count"} of the images written.
       skipped: {"id", "split", "reason"} of the images that could not be used.
@@ -216,9 +224,10 @@ def build_report(
       Per split: images read (written + skipped + eval copies dropped), written, skipped and copies of
       eval images; the skipped list with reasons; eval images per class; the eval copies; the input.
     """
-    policy = data.get("on_eval_duplicates", "drop")
+    data = as_data_config(data)
+    policy = data.on_eval_duplicates
     splits = {}
-    for split in SPLITS:
+    for split in SPLIT_ORDER:
         written = sum(row["count"] for row in counts if row["split"] == split)
         skipped_here = sum(1 for row in skipped if row["split"] == split)
         duplicates_here = sum(1 for row in duplicates if row["split"] == split)
@@ -231,11 +240,11 @@ def build_report(
         }
     eval_per_class = {name: 0 for name in class_names}
     for row in counts:
-        if row["split"] == EVAL and 0 <= row["label"] < len(class_names):
+        if row["split"] == EVAL_SPLIT and 0 <= row["label"] < len(class_names):
             eval_per_class[class_names[row["label"]]] += row["count"]
     return {
-        "source": data["source"],
-        "location": data.get("path") or data.get("tfds_name"),
+        "source": data.source,
+        "location": data.location,
         "input": input_fingerprint,
         "class_names": class_names,
         "splits": splits,
@@ -282,15 +291,15 @@ def raise_on_bad_input(report: Dict[str, Any], max_bad_fraction: float, report_p
         if counts["written"] == 0:
             raise ValueError(f"no usable images in the {split} split (read {counts['read']}, all skipped)")
     if skipped:
-        logging.warning("Skipped %d of %d images (listed in %s)", len(skipped), read, report_path)
+        LOG.warning("Skipped %d of %d images (listed in %s)", len(skipped), read, report_path)
     duplicates = report["eval_duplicates"]
     if duplicates["count"]:
         named = ", ".join(f"{row['id']} (= {row['duplicate_of']})" for row in duplicates["files"][:_NAMED_IN_ERROR])
         if duplicates["policy"] == "fail":
             raise ValueError(f"{duplicates['count']} images in train/unlabeled are byte-for-byte copies of eval "
                              f"images (data.on_eval_duplicates: fail): {named}. Full list: {report_path}")
-        logging.warning("%s %d train/unlabeled images that are copies of eval images: %s",
-                        "Kept" if duplicates["policy"] == "keep" else "Dropped", duplicates["count"], named)
+        LOG.warning("%s %d train/unlabeled images that are copies of eval images: %s",
+                    "Kept" if duplicates["policy"] == "keep" else "Dropped", duplicates["count"], named)
     if report["ignored_non_image_files"]:
-        logging.warning("Ignored %d files without an image extension (%s): %s", len(report["ignored_non_image_files"]),
-                        "/".join(IMAGE_EXTENSIONS), ", ".join(report["ignored_non_image_files"][:_NAMED_IN_ERROR]))
+        LOG.warning("Ignored %d files without an image extension (%s): %s", len(report["ignored_non_image_files"]),
+                    "/".join(IMAGE_EXTENSIONS), ", ".join(report["ignored_non_image_files"][:_NAMED_IN_ERROR]))

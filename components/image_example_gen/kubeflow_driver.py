@@ -15,7 +15,6 @@ it looks up the cache.
 """
 
 import argparse
-import logging
 import os
 import sys
 from typing import List, Optional
@@ -26,7 +25,10 @@ from tfx.dsl.io import fileio
 from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 
 from components.image_example_gen.driver import fingerprint_exec_property
-from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
+from trainer import log
+from trainer.contract import INPUT_FINGERPRINT_PROPERTY
+
+LOG = log.get(__name__)
 
 # The hook's command in the compiled spec (kubeflow/runner.py); the module's own name.
 DRIVER_MODULE = "components.image_example_gen.kubeflow_driver"
@@ -48,9 +50,9 @@ def run_driver(executor_input: pipeline_spec_pb2.ExecutorInput,
     exec_properties = kubeflow_v2_entrypoint_utils.parse_execution_properties(
         executor_input.inputs.parameter_values, executor_input.inputs.parameters, inputs_spec)
     fingerprint = fingerprint_exec_property(exec_properties)
-    logging.info("ImageExampleGen input fingerprint: %s", fingerprint)
+    LOG.info("ImageExampleGen input fingerprint: %s", fingerprint)
     executor_output = pipeline_spec_pb2.ExecutorOutput()
-    executor_output.parameter_values[FINGERPRINT_PROPERTY].string_value = fingerprint
+    executor_output.parameter_values[INPUT_FINGERPRINT_PROPERTY].string_value = fingerprint
     for key, artifacts in executor_input.outputs.artifacts.items():
         executor_output.artifacts[key].CopyFrom(artifacts)
     output_file = executor_input.outputs.output_file
@@ -75,5 +77,4 @@ def main(argv: List[str]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
     main(sys.argv[1:])

@@ -1,21 +1,24 @@
-"""The three image sources, each checked before Beam starts and read as Beam `Candidate`s.
+"""The three image sources, each checked before Beam starts and read as Beam `SourceImage`s.
 
-A Candidate is one image on its way to the splits:
+A SourceImage is one image on its way to the splits:
     (source_id, split, label, encoded image bytes or None, problem or None)
 `source_id` names the file (folder), TFRecord file (tfrecord) or TFDS record so that a
 skipped image can be found again.
 """
 
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import apache_beam as beam
 import tensorflow as tf
 
-from components.image_example_gen.folder_layout import EVAL, SPLITS, UNLABELED, UNLABELED_LABEL, plan_folder
+from components.image_example_gen.data_config import DataConfig, as_data_config
+from components.image_example_gen.folder_layout import SPLIT_ORDER, plan_folder
+from trainer.contract import EVAL_SPLIT, IMAGE_FEATURE, LABEL_FEATURE, UNLABELED_LABEL, UNLABELED_SPLIT
 
-Candidate = Tuple[str, str, int, Optional[bytes], Optional[str]]
-IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE = "image", "label", "path"
+SourceImage = Tuple[str, str, int, Optional[bytes], Optional[str]]
+# The features of a TFDS image dataset (TFDS's names, which ours happen to equal).
+TFDS_IMAGE, TFDS_LABEL = "image", "label"
 
 
 class SourcePlan:
@@ -44,11 +47,11 @@ class SourcePlan:
         self.split_counts = split_counts
 
     def read(self, pipeline: beam.Pipeline) -> beam.PCollection:
-        """Returns the PCollection of Candidates."""
+        """Returns the PCollection of SourceImages."""
         return self._read(pipeline)
 
 
-def _read_file(record: Tuple[str, str, int], root: str) -> Candidate:
+def _read_file(record: Tuple[str, str, int], root: str) -> SourceImage:
     relative_path, split, label = record
     try:
         with tf.io.gfile.GFile(os.path.join(root, relative_path), "rb") as handle:
@@ -61,7 +64,7 @@ def plan_folder_source(root: str, eval_fraction: float, follow_external_links: b
     plan = plan_folder(root, eval_fraction, follow_external_links)
     eval_per_class = {name: 0 for name in plan.class_names}
     for _, split, label in plan.records:
-        if split == EVAL:
+        if split == EVAL_SPLIT:
             eval_per_class[plan.class_names[label]] += 1
 
     def read(pipeline):
@@ -78,7 +81,7 @@ def plan_folder_source(root: str, eval_fraction: float, follow_external_links: b
                       split_counts=plan.counts())
 
 
-def _example_to_candidate(filename_and_record: Tuple[str, bytes], root: str, split: str) -> Candidate:
+def _example_to_source_image(filename_and_record: Tuple[str, bytes], root: str, split: str) -> SourceImage:
     filename, record = filename_and_record
     source_id = os.path.relpath(filename, root) if not root.startswith(("gs://", "s3://")) else filename
     try:
@@ -89,21 +92,19 @@ def _example_to_candidate(filename_and_record: Tuple[str, bytes], root: str, spl
     if IMAGE_FEATURE not in features or not features[IMAGE_FEATURE].bytes_list.value:
         return source_id, split, UNLABELED_LABEL, None, f"record has no '{IMAGE_FEATURE}' bytes feature"
     encoded = features[IMAGE_FEATURE].bytes_list.value[0]
-    if split == UNLABELED:
+    if split == UNLABELED_SPLIT:
         return source_id, split, UNLABELED_LABEL, encoded, None
     if LABEL_FEATURE not in features or not features[LABEL_FEATURE].int64_list.value:
         return source_id, split, UNLABELED_LABEL, encoded, f"labeled record has no '{LABEL_FEATURE}' int64 feature"
     return source_id, split, int(features[LABEL_FEATURE].int64_list.value[0]), encoded, None
 
 
-def plan_tfrecord_source(root: str, class_names: Optional[List[str]]) -> SourcePlan:
+def plan_tfrecord_source(root: str, class_names: List[str]) -> SourcePlan:
     """DIR/{unlabeled,train,eval}/* TFRecord files (gzip when named *.gz) of tf.Examples."""
     if not tf.io.gfile.isdir(root):
         raise ValueError(f"data folder does not exist or is not a folder: {root}")
-    if not class_names:
-        raise ValueError("data.class_names is required when data.source is 'tfrecord' (labels index into it)")
     patterns, input_files = {}, []
-    for split in SPLITS:
+    for split in SPLIT_ORDER:
         pattern = os.path.join(root, split, "*")
         files = tf.io.gfile.glob(pattern)
         if not files:
@@ -118,22 +119,22 @@ def plan_tfrecord_source(root: str, class_names: Optional[List[str]]) -> SourceP
                 pipeline
                 | f"Pattern[{split}]" >> beam.Create([pattern])
                 | f"ReadRecords[{split}]" >> beam.io.ReadAllFromTFRecord(with_filename=True)
-                | f"ToCandidates[{split}]" >> beam.Map(_example_to_candidate, root, split)
+                | f"ToSourceImages[{split}]" >> beam.Map(_example_to_source_image, root, split)
             )
         return splits | "MergeSplits" >> beam.Flatten()
 
     return SourcePlan(list(class_names), [], read, input_files)
 
 
-def _read_tfds_split(split_pair: Tuple[str, str], name: str, data_dir: Optional[str]) -> Iterator[Candidate]:
+def _read_tfds_split(split_pair: Tuple[str, str], name: str, data_dir: Optional[str]) -> Iterator[SourceImage]:
     import tensorflow_datasets as tfds
 
     split, tfds_split = split_pair
     builder = tfds.builder(name, data_dir=data_dir)
-    dataset = builder.as_dataset(split=tfds_split, decoders={"image": tfds.decode.SkipDecoding()})
+    dataset = builder.as_dataset(split=tfds_split, decoders={TFDS_IMAGE: tfds.decode.SkipDecoding()})
     for index, record in enumerate(tfds.as_numpy(dataset)):
-        label = UNLABELED_LABEL if split == UNLABELED else int(record["label"])
-        yield f"tfds:{name}/{tfds_split}#{index}", split, label, bytes(record["image"]), None
+        label = UNLABELED_LABEL if split == UNLABELED_SPLIT else int(record[TFDS_LABEL])
+        yield f"tfds:{name}/{tfds_split}#{index}", split, label, bytes(record[TFDS_IMAGE]), None
 
 
 def plan_tfds_source(name: str, data_dir: Optional[str], splits: Dict[str, str]) -> SourcePlan:
@@ -145,9 +146,9 @@ def plan_tfds_source(name: str, data_dir: Optional[str], splits: Dict[str, str])
     except Exception as error:  # DatasetNotFoundError and friends
         raise ValueError(f"unknown TFDS dataset {name!r}: {error}") from error
     features = builder.info.features
-    if "image" not in features or "label" not in features:
-        raise ValueError(f"TFDS dataset {name!r} has no 'image' and 'label' features: {list(features)}")
-    class_names = list(features["label"].names)
+    if TFDS_IMAGE not in features or TFDS_LABEL not in features:
+        raise ValueError(f"TFDS dataset {name!r} has no '{TFDS_IMAGE}' and '{TFDS_LABEL}' features: {list(features)}")
+    class_names = list(features[TFDS_LABEL].names)
     if len(class_names) < 2:
         raise ValueError(f"TFDS dataset {name!r} has fewer than two classes: {class_names}")
     available = set(builder.info.splits.keys())
@@ -173,23 +174,16 @@ def plan_tfds_source(name: str, data_dir: Optional[str], splits: Dict[str, str])
     return SourcePlan(class_names, [], read, input_files, identity=f"tfds:{name}:{builder.info.version}")
 
 
-def plan_source(data: dict) -> SourcePlan:
-    """Checks the configured source (the `data:` config section as a dict) and plans its reading.
+def plan_source(data: Union[DataConfig, Mapping[str, Any]]) -> SourcePlan:
+    """Checks the configured source (a DataConfig, or its JSON form) and plans its reading.
 
     Raises:
-      ValueError: naming the problem (missing folder, split, class list, dataset) before Beam runs.
+      ValueError: naming the problem (missing folder, split, dataset) before Beam runs; ConfigError (a
+        ValueError) when data.path is needed and not set.
     """
-    source = data["source"]
-    if source == "folder":
-        return plan_folder_source(_required_path(data), data["eval_fraction"], data["follow_external_links"])
-    if source == "tfrecord":
-        return plan_tfrecord_source(_required_path(data), data.get("class_names"))
-    if source == "tfds":
-        return plan_tfds_source(data["tfds_name"], data.get("tfds_data_dir"), data["tfds_splits"])
-    raise ValueError(f"config key 'data.source': unknown source {source!r}")
-
-
-def _required_path(data: dict) -> str:
-    if not data.get("path"):
-        raise ValueError(f"config key 'data.path' is required when data.source is {data['source']!r} (or pass --data)")
-    return data["path"]
+    data = as_data_config(data)
+    if data.source == "folder":
+        return plan_folder_source(data.required_path(), data.eval_fraction, data.follow_external_links)
+    if data.source == "tfrecord":
+        return plan_tfrecord_source(data.required_path(), data.class_names)
+    return plan_tfds_source(data.tfds_name, data.tfds_data_dir, data.resolved_tfds_splits())
