@@ -8,17 +8,17 @@
     selfsup compile-kubeflow --config FILE --output FILE.yaml [--image IMAGE]
     selfsup --version
 
-Progress and logs go to stderr, the result (the summary block, or summary.json with --json) to stdout.
+Progress and logs go to stderr, the result (the summary block, or summary.json with --json) to stdout. By default
+stderr shows the `selfsup` logger's lines (trainer/log.py) and TFX's component lines, chosen by where a record comes
+from (its logger and module), never by its wording; -q shows only warnings and errors, -v every library's INFO.
 """
 
 import argparse
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import logging
 import os
-import platform
 import sys
 import warnings
 from typing import Iterator, List, Optional, TextIO
@@ -26,6 +26,10 @@ from typing import Iterator, List, Optional, TextIO
 from pipeline.embed import add_embed_parser, run_embed
 from pipeline.results.report_command import add_report_parser, run_report
 from selfsup_kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
+from trainer import contract, log, versions
+from trainer.hparams import METHODS, ConfigError
+
+LOG = log.get(__name__)
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.yaml")
 CONFIG_FILE = "config.yaml"  # the effective config of the run, written to OUTPUT at its start
@@ -39,21 +43,22 @@ EXIT_CODES = f"""exit codes of run and demo:
      (with --label-budgets: some budget's candidate was not blessed)"""
 QUIET, DEFAULT, VERBOSE = "quiet", "default", "verbose"
 
-
-def installed_version(*distributions: str) -> str:
-    """The installed version of the first of `distributions` that is installed (TensorFlow has several)."""
-    for distribution in distributions:
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "not installed"
+# TFX's component lines ("Component X is running.", "Component X: done in 95.2 s" as pipeline.local_runner's
+# ComponentLines rewrites them) are the records of LocalDagRunner's module whose first argument is the component's
+# id (a str); the module's other INFO records (the whole deployment config, a proto) are not shown by default.
+TFX_RUNNER_MODULE = "tfx/orchestration/local/local_dag_runner.py"
+# Warnings every run logs and no user can act on, by the library module that logs them (shown with -v):
+NOISE_MODULES = (
+    "tensorflow/python/util/deprecation.py",  # "From ...: ... is deprecated": TF, TFX and TFMA calling TF's old APIs
+    "tensorflow/python/eager/polymorphic_function/polymorphic_function.py",  # "... triggered tf.function retracing"
+    "tfx/orchestration/portable/input_resolution/channel_resolver.py",  # "...property_predicate is not supported."
+)
 
 
 def version_line() -> str:
-    return (f"selfsup {installed_version('selfsup')} (TFX {installed_version('tfx')}, "
-            f"TensorFlow {installed_version('tensorflow', 'tensorflow-cpu', 'tensorflow-macos')}, "
-            f"Keras {installed_version('keras')}, Python {platform.python_version()})")
+    found = {name: version or "not installed" for name, version in versions.package_versions().items()}
+    return (f"selfsup {found['selfsup']} (TFX {found['tfx']}, TensorFlow {found['tensorflow']}, "
+            f"Keras {found['keras']}, Python {versions.python_version()})")
 
 
 def _quiet_libraries() -> None:
@@ -64,30 +69,44 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
-class _ProgressFilter(logging.Filter):
-    """Lets warnings and errors through, and of the INFO lines only the components' progress."""
+def _from_module(record: logging.LogRecord, module: str) -> bool:
+    """The record was logged by the library module `module` ("tfx/orchestration/...py")."""
+    return ("/" + record.pathname.replace(os.sep, "/")).endswith("/" + module)
+
+
+def _is_selfsup(record: logging.LogRecord) -> bool:
+    return record.name == log.NAME or record.name.startswith(log.NAME + ".")
+
+
+def _is_tfx_component_line(record: logging.LogRecord) -> bool:
+    args = record.args if isinstance(record.args, tuple) else ()
+    return _from_module(record, TFX_RUNNER_MODULE) and bool(args) and isinstance(args[0], str)
+
+
+class _ShownByDefault(logging.Filter):
+    """Warnings and errors (but those of NOISE_MODULES), and INFO records of the `selfsup` logger and TFX's
+    component lines: chosen by the record's logger and module, never by its wording."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.WARNING:
-            message = str(record.msg)
-            return not (message.startswith(("ArtifactQuery.property_predicate", "From "))
-                        or "triggered tf.function retracing" in message)
-        message = str(record.msg)
-        return message.startswith(("Component ", "Ingesting ", "Skipped ", "Ignored ", "Dropped ", "Kept "))
+            return record.levelno >= logging.ERROR or not any(_from_module(record, module) for module in NOISE_MODULES)
+        return _is_selfsup(record) or _is_tfx_component_line(record)
 
 
 def _configure_logging(verbosity: str = DEFAULT) -> None:
-    """One stderr handler on the root logger: warnings and errors only (quiet), those and the components'
-    progress lines (default), or every INFO line of every library, TFX's and Beam's included (verbose)."""
+    """One stderr handler on the root logger: warnings and errors only (quiet), those and the INFO lines of
+    `selfsup` and TFX's component lines (default), or every INFO line of every library, TFX's and Beam's
+    included (verbose)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(log.FORMAT, datefmt=log.DATE_FORMAT))
     if verbosity != VERBOSE:
-        handler.addFilter(_ProgressFilter())
+        handler.addFilter(_ShownByDefault())
     level = logging.WARNING if verbosity == QUIET else logging.INFO
     handler.setLevel(level)  # also for loggers with their own level, whose records reach the root's handlers
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    log.set_level(level)
 
 
 def _add_verbosity_flags(parser: argparse.ArgumentParser, default) -> None:
@@ -102,7 +121,7 @@ def _add_verbosity_flags(parser: argparse.ArgumentParser, default) -> None:
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """The options `run` and `demo` share."""
-    parser.add_argument("--method", choices=["simclr", "simsiam", "byol"], help="overrides training.method")
+    parser.add_argument("--method", choices=METHODS, help="overrides training.method")
     parser.add_argument("--set", action="append", dest="settings", default=[], metavar="KEY=VALUE",
                         help="override one config key, VALUE read as YAML, checked like the config file "
                              "(repeatable: --set training.pretrain_epochs=5 --set data.eval_fraction=0.1)")
@@ -227,11 +246,13 @@ def _print_summary(summary: dict, output: str) -> None:
         print(f"  ingestion: {data['input']['ingestion']}")
     if summary.get("report"):
         print(f"  report: {resolve_path(summary['report'], output)}")
-    print(f"  summary: {os.path.join(output, 'summary.json')}")
+    print(f"  summary: {os.path.join(output, contract.SUMMARY_FILE)}")
     print("=" * 78)
 
 
 def _print_budgets(comparison: dict, output: str) -> None:
+    from pipeline.results.label_efficiency import HTML_FILE
+
     print("\n" + "=" * 78)
     print(f"selfsup: label efficiency of {comparison['method']} (TFMA accuracy on the eval split)")
     print(f"  {'labels/class':>12} {'candidate':>10} {'baseline':>10} {'difference':>11}  decision")
@@ -239,7 +260,7 @@ def _print_budgets(comparison: dict, output: str) -> None:
         difference = row["candidate_accuracy"] - row["baseline_accuracy"]
         print(f"  {row['labels_per_class']:>12} {row['candidate_accuracy']:>10.4f} {row['baseline_accuracy']:>10.4f} "
               f"{difference:>+11.4f}  {'BLESSED' if row['blessed'] else 'NOT BLESSED'}")
-    print(f"  chart and links to each run's report: {os.path.join(os.path.abspath(output), 'label_efficiency.html')}")
+    print(f"  chart and links to each run's report: {os.path.join(os.path.abspath(output), HTML_FILE)}")
     print("=" * 78)
 
 
@@ -263,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_pipeline_command(args: argparse.Namespace, verbosity: str) -> int:
     """`selfsup run` and `selfsup demo`: validate everything, write OUTPUT/config.yaml, run, print the result."""
     from pipeline import local_runner
-    from pipeline.config import ConfigError, load_config
+    from pipeline.config import load_config
 
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         print(f"selfsup: error: --output {args.output} is an existing file, not a folder", file=sys.stderr)
@@ -289,8 +310,7 @@ def run_pipeline_command(args: argparse.Namespace, verbosity: str) -> int:
         from pipeline.demo_data import write_digits_dataset
 
         counts = write_digits_dataset(demo_data)
-        if verbosity != QUIET:
-            print(f"[selfsup] wrote the digits demo dataset to {demo_data}: {counts}", file=sys.stderr, flush=True)
+        LOG.info("wrote the digits demo dataset to %s: %s", demo_data, counts)
 
     try:
         local_runner.check_before_running(config, args.output)  # before config.yaml creates OUTPUT

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
@@ -19,16 +20,33 @@ from pipeline.config import Config, config_from_dict, load_config
 from pipeline.demo_data import write_digits_dataset
 from pipeline.local_runner import check_data_before_running
 from pipeline.results.summary import build_summary
+from trainer import log
 
 
 @pytest.fixture(autouse=True)
 def restore_root_logger():
-    """cli.main replaces the root logger's handler with one on this test's (captured) stderr."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    """cli.main replaces the root logger's handler with one on this test's (captured) stderr, and sets the level
+    of the `selfsup` logger (WARNING with -q)."""
+    root, selfsup = logging.getLogger(), logging.getLogger(log.NAME)
+    handlers, level, selfsup_level = root.handlers[:], root.level, selfsup.level
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    selfsup.setLevel(selfsup_level)
+
+
+# Where TFX's records come from: LocalDagRunner's module logs the component lines, the launcher the cache hits.
+TFX_ROOT = os.path.dirname(importlib.util.find_spec("tfx").origin)
+TFX_RUNNER = os.path.join(TFX_ROOT, "orchestration", "local", "local_dag_runner.py")
+TFX_LAUNCHER = os.path.join(TFX_ROOT, "orchestration", "portable", "launcher.py")
+TF_DEPRECATION = os.path.join(os.path.dirname(importlib.util.find_spec("tensorflow").origin), "python", "util",
+                              "deprecation.py")
+
+
+def log_from(pathname, logger_name, level, message, *args):
+    """Logs a record as the library module `pathname` would (through `logger_name`'s filters and handlers)."""
+    logger = logging.getLogger(logger_name)
+    logger.handle(logger.makeRecord(logger_name, level, pathname, 1, message, args, None))
 
 
 def test_bad_config_key_exits_2_naming_the_key(tmp_path, capsys):
@@ -150,9 +168,9 @@ def test_help_documents_every_exit_code(capsys):
 
 
 class FakeRun:
-    """Stands in for pipeline.local_runner.run_local: prints like the Trainers do (print() and a Keras fit with
-    verbose=2, through sys.stdout, and a C-level write to fd 1), records what it was given and returns a
-    summary. Tests the CLI, not the pipeline."""
+    """Stands in for pipeline.local_runner.run_local: logs like the Trainers do (a `selfsup` INFO line), prints
+    like the libraries in the run do (a print() and a Keras fit with verbose=2, through sys.stdout, and a C-level
+    write to fd 1), records what it was given and returns a summary. Tests the CLI, not the pipeline."""
 
     def __init__(self, blessed=False, failure=None):
         self.blessed, self.failure, self.calls = blessed, failure, []
@@ -167,7 +185,8 @@ class FakeRun:
 
         config_file = os.path.join(output_dir, cli.CONFIG_FILE)
         self.calls.append({"config": config, "config_yaml_before_the_run": os.path.isfile(config_file)})
-        print("[selfsup] pretraining simclr: 2 epochs", flush=True)
+        logging.getLogger("selfsup.trainer.pretrain").info("pretraining simclr: 2 epochs")
+        print("a library's print()", flush=True)
         model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         model.fit(np.zeros((4, 2)), np.zeros(4), epochs=2, verbose=2)
@@ -313,7 +332,7 @@ def test_stdout_holds_only_the_result_and_the_runs_prints_go_to_stderr(tmp_path,
     assert cli.main(run_args(tmp_path)) == 0
     captured = capfd.readouterr()
     assert captured.out.strip().splitlines()[1] == "selfsup: NOT BLESSED: candidate (simclr) accuracy 0.5 vs 0.6"
-    for printed in ("[selfsup] pretraining simclr", "Epoch 2/2", "C-level write to fd 1"):
+    for printed in ("pretraining simclr", "a library's print()", "Epoch 2/2", "C-level write to fd 1"):
         assert printed not in captured.out and printed in captured.err
     print("after the run")  # stdout is stdout again
     assert capfd.readouterr().out == "after the run\n"
@@ -324,7 +343,8 @@ def test_quiet_drops_the_runs_prints_and_keeps_the_result(tmp_path, fake_run, ca
     assert cli.main(["-q", *run_args(tmp_path)]) == 0
     captured = capfd.readouterr()
     assert "selfsup: NOT BLESSED" in captured.out
-    assert "Epoch" not in captured.err + captured.out and "C-level" not in captured.err + captured.out
+    for printed in ("pretraining simclr", "a library's print()", "Epoch", "C-level"):
+        assert printed not in captured.err + captured.out
 
 
 def test_json_prints_the_returned_summary_and_nothing_else(tmp_path, fake_run, capfd):
@@ -333,22 +353,60 @@ def test_json_prints_the_returned_summary_and_nothing_else(tmp_path, fake_run, c
     assert json.loads(capfd.readouterr().out) == fake.summary()
 
 
+SELFSUP_LINE, COMPONENT_LINE, WARNING_LINE = "pretraining simclr: 2 epochs", "Component Trainer is running.", "warned"
+DEPLOYMENT_DUMP = "Using deployment config: ['executor', 'spec']"  # LocalDagRunner's, but about no one component
+OTHER_INFO = ["Running pipeline with DirectRunner", "A cached execution 7 is used."]
+NOISE = "From x.py: calling f (from tensorflow) is deprecated"
+LOOKALIKES = ["From here: a warning", "Component Trainer is running, from a test."]  # worded as others, from elsewhere
+
+
+def log_every_kind_of_line():
+    logging.getLogger("selfsup.trainer.pretrain").info(SELFSUP_LINE)
+    log_from(TFX_RUNNER, "absl", logging.INFO, "Component %s is running.", "Trainer")  # as LocalDagRunner logs it
+    log_from(TFX_RUNNER, "absl", logging.INFO, "Using deployment config: %s", ["executor", "spec"])
+    logging.getLogger("apache_beam.runners").info("Running pipeline with DirectRunner")
+    log_from(TFX_LAUNCHER, "absl", logging.INFO, "A cached execution %d is used.", 7)
+    logging.getLogger("absl").warning(WARNING_LINE)
+    log_from(TF_DEPRECATION, "tensorflow", logging.WARNING, NOISE)
+    # Worded like a noise line or like a component line, but from elsewhere: the wording decides nothing.
+    logging.getLogger("absl").warning(LOOKALIKES[0])
+    logging.getLogger("absl").info(LOOKALIKES[1])
+
+
 @pytest.mark.parametrize("flags, shown, hidden", [
-    ([], ["Component Trainer is running.", "a warning"], ["Running pipeline with DirectRunner", "tfx detail"]),
-    (["-q"], ["a warning"], ["Component Trainer is running.", "Running pipeline with DirectRunner", "tfx detail"]),
-    (["-v"], ["Component Trainer is running.", "a warning", "Running pipeline with DirectRunner", "tfx detail"], []),
+    ([], [SELFSUP_LINE, COMPONENT_LINE, WARNING_LINE, LOOKALIKES[0]], [DEPLOYMENT_DUMP, *OTHER_INFO, NOISE,
+                                                                       LOOKALIKES[1]]),
+    (["-q"], [WARNING_LINE, LOOKALIKES[0]], [SELFSUP_LINE, COMPONENT_LINE, DEPLOYMENT_DUMP, *OTHER_INFO, NOISE,
+                                             LOOKALIKES[1]]),
+    (["-v"], [SELFSUP_LINE, COMPONENT_LINE, WARNING_LINE, DEPLOYMENT_DUMP, *OTHER_INFO, NOISE, *LOOKALIKES], []),
 ])
 def test_quiet_and_verbose_set_which_log_lines_reach_stderr(tmp_path, capsys, flags, shown, hidden):
     for position in ("before", "after"):  # selfsup -q run ... and selfsup run ... -q
         argv = ["run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]
         assert cli.main(flags + argv if position == "before" else argv + flags) == 2  # no such data folder
         capsys.readouterr()
-        logging.getLogger("absl").info("Component Trainer is running.")  # TFX's progress line (absl logging)
-        logging.getLogger("apache_beam.runners").info("Running pipeline with DirectRunner")
-        logging.getLogger("tfx.orchestration").info("tfx detail")
-        logging.getLogger("absl").warning("a warning")
+        log_every_kind_of_line()
         err = capsys.readouterr().err
         assert all(line in err for line in shown) and not any(line in err for line in hidden), (position, err)
+
+
+@pytest.mark.parametrize("flags, shown", [([], True), (["-q"], False), (["-v"], True)])
+def test_a_selfsup_info_line_is_shown_by_default_and_hidden_with_quiet(tmp_path, flags, shown):
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    assert cli.main([*flags, "run", "--data", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 2
+    handler = logging.getLogger().handlers[0]  # the one stderr handler cli.main installs
+    keep = Keep()
+    keep.filters, keep.level = handler.filters, handler.level  # what passes the CLI's handler
+    logging.getLogger().addHandler(keep)
+    logging.getLogger("selfsup.trainer.run").info("trained")
+    logging.getLogger("selfsup.trainer.run").warning("careful")
+    assert [(record.name, record.levelname) for record in records] == (
+        [("selfsup.trainer.run", "INFO")] * shown + [("selfsup.trainer.run", "WARNING")])
 
 
 def test_quiet_and_verbose_together_are_refused(tmp_path, capsys):
@@ -368,10 +426,10 @@ def test_component_lines_say_cached_or_the_duration_on_stderr(tmp_path, capsys):
     absl_logger.addFilter(lines)
     try:
         for component, cached in (("StatisticsGen", True), ("CandidateTrainer", False)):
-            absl_logger.info("Component %s is running.", component)  # as LocalDagRunner logs them
+            log_from(TFX_RUNNER, "absl", logging.INFO, "Component %s is running.", component)  # as LocalDagRunner
             if cached:
-                absl_logger.info("A cached execution %d is used.", 7)
-            absl_logger.info("Component %s is finished.", component)
+                log_from(TFX_LAUNCHER, "absl", logging.INFO, "A cached execution %d is used.", 7)
+            log_from(TFX_RUNNER, "absl", logging.INFO, "Component %s is finished.", component)
     finally:
         absl_logger.removeFilter(lines)
     err = capsys.readouterr().err
