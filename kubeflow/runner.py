@@ -29,7 +29,6 @@ changed data re-runs ingestion on the cluster too.
 
 import dataclasses
 import json
-import logging
 import os
 import posixpath
 import re
@@ -46,14 +45,18 @@ from tfx.orchestration import data_types
 
 from components.image_example_gen.component import ImageExampleGen
 from components.image_example_gen.kubeflow_driver import DRIVER_COMMAND
-from pipeline.config import Config, DataConfig, KubeflowConfig, require, require_object_storage
+from pipeline.config import Config, DataConfig, KubeflowConfig, require_object_storage
 from pipeline.pipeline import create_pipeline
+from trainer import contract, log
+from trainer.hparams import require
+
+LOG = log.get(__name__)
 
 SPEC_EXTENSIONS = (".yaml", ".yml", ".json")
 KFP_PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 DATA_PATH_PARAMETER = "data_path"
 # Every TFX Trainer of the pipeline; each gets the kubeflow.trainer_* machine settings.
-TRAINER_IDS = ("Pretrainer", "CandidateTrainer", "BaselineTrainer")
+TRAINER_IDS = tuple(contract.TRAINER_OF_ROLE[role] for role in contract.ROLES)
 ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
 
 
@@ -67,15 +70,15 @@ class JsonParameter(NamedTuple):
 
 
 JSON_PARAMETERS = (
-    JsonParameter("ImageExampleGen", "data_config", "data_config",
+    JsonParameter(contract.IMAGE_EXAMPLE_GEN, "data_config", "data_config",
                   "The data: section as JSON (source, class names, TFDS splits, eval fraction); path is data_path."),
-    JsonParameter("CandidateTrainer", "custom_config", "candidate_custom_config",
+    JsonParameter(contract.CANDIDATE_TRAINER, "custom_config", "candidate_custom_config",
                   "The candidate Trainer's custom_config JSON: the training: section (method, epochs, ...) and role."),
-    JsonParameter("Pretrainer", "custom_config", "pretrainer_custom_config",
+    JsonParameter(contract.PRETRAINER, "custom_config", "pretrainer_custom_config",
                   "The Pretrainer's custom_config JSON: the training: settings pretraining reads, and role."),
-    JsonParameter("BaselineTrainer", "custom_config", "baseline_custom_config",
+    JsonParameter(contract.BASELINE_TRAINER, "custom_config", "baseline_custom_config",
                   "The baseline Trainer's custom_config JSON: the training: section and role."),
-    JsonParameter("Evaluator", "eval_config", "eval_config",
+    JsonParameter(contract.EVALUATOR, "eval_config", "eval_config",
                   "TFMA EvalConfig JSON: the blessing thresholds (accuracy floor, margin over the baseline)."),
 )
 
@@ -116,7 +119,7 @@ def check_compilable(config: Config, output_file: Optional[str] = None) -> None:
 def _warn_if_mutable_image(image: str) -> None:
     name = image.rsplit("/", 1)[-1]
     if "@" not in image and (":" not in name or name.endswith(":latest")):
-        logging.warning(
+        LOG.warning(
             "kubeflow.image %r has no fixed tag: a run would use whatever the tag points to when its pods "
             "start. Push a version tag (e.g. :0.1.0 or the git commit) or use a digest (@sha256:...).", image)
 

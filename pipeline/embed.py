@@ -19,6 +19,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from trainer import contract
+
 OUTPUT_FORMATS = (".parquet", ".npz")
 _MAX_PIXELS = 40_000_000
 
@@ -35,10 +37,10 @@ def encoder_folder(model: str) -> str:
     """The encoder folder `--model` names (raises ValueError when it holds none)."""
     from trainer.encoder_artifact import artifact_root
 
-    summary_path = os.path.join(model, "summary.json")
+    summary_path = os.path.join(model, contract.SUMMARY_FILE)
     if os.path.isfile(summary_path):
         with open(summary_path, encoding="utf-8") as handle:
-            pretrainer = ((json.load(handle).get("timings") or {}).get("pretrainer") or {})
+            pretrainer = ((json.load(handle).get("timings") or {}).get(contract.PRETRAINER_ROLE) or {})
         if not pretrainer.get("model"):
             raise ValueError(f"{summary_path} names no pretrained encoder (the run stopped before the Pretrainer)")
         return artifact_root(os.path.join(os.path.abspath(model), pretrainer["model"]))  # relative to the run folder

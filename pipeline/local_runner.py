@@ -20,11 +20,14 @@ from tfx.orchestration.portable import runtime_parameter_utils
 
 from components.image_example_gen.ingest import check_eval_per_class
 from components.image_example_gen.sources import plan_source
-from pipeline.results import summary as summary_lib
 from pipeline.config import Config
 from pipeline.pipeline import check_image_example_gen_training, create_pipeline, data_config_json
-from pipeline.run_lock import output_lock
+from pipeline.results import summary as summary_lib
 from pipeline.results.run_results import open_store, run_results
+from pipeline.run_lock import output_lock
+from trainer import contract, log
+
+LOG = log.get(__name__)
 
 
 def output_paths(output_dir: str, results_dir: Optional[str] = None) -> Dict[str, str]:
@@ -39,7 +42,7 @@ def output_paths(output_dir: str, results_dir: Optional[str] = None) -> Dict[str
         "pipeline_root": os.path.join(output_dir, "tfx"),
         "metadata": os.path.join(output_dir, "metadata.sqlite"),
         "serving": os.path.join(results_dir, "serving"),
-        "summary": os.path.join(results_dir, summary_lib.SUMMARY_FILE),
+        "summary": os.path.join(results_dir, contract.SUMMARY_FILE),
     }
 
 
@@ -50,7 +53,7 @@ def check_data_before_running(config: Config) -> None:
     if plan.eval_per_class is not None:
         check_eval_per_class(plan.eval_per_class, config.evaluation.min_eval_per_class, config.data.path)
     if plan.split_counts is not None and config.training.pretrain_epochs > 0:
-        images = plan.split_counts["unlabeled"] + plan.split_counts["train"]
+        images = plan.split_counts[contract.UNLABELED_SPLIT] + plan.split_counts[contract.TRAIN_SPLIT]
         if images < config.training.batch_size:
             raise ValueError(
                 f"{config.data.path} has {images} images for pretraining (unlabeled + train), fewer than one batch "
@@ -156,7 +159,7 @@ def run_holding_lock(config: Config, paths: Dict[str, str]) -> Dict[str, Any]:
     try:
         run_pipeline_ir(pipeline_ir)
     except Exception as error:  # the run failed in a component: still say what happened
-        logging.exception("pipeline run failed")
+        LOG.exception("pipeline run failed")
         failure = f"{type(error).__name__}: {error}"
     store = open_store(paths["metadata"])
     results = run_results(store, config.pipeline.name, run_id) or {}

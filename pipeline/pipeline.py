@@ -32,16 +32,17 @@ from components.paired_comparison.component import PairedComparison
 from components.production_model.component import ProductionModel
 from pipeline.config import Config
 from pipeline.evaluation import build_eval_config, build_production_eval_config
+from trainer import contract
 from trainer.hparams import ConfigError, TrainingConfig
 
 TRAINER_RUN_FN = "trainer.run.run_fn"
 COMPONENT_IDS = (
-    "ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
-    "Pretrainer", "CandidateTrainer", "BaselineTrainer", "Evaluator", "PairedComparison", "Pusher",
-    "EvaluationReportGen",
+    contract.IMAGE_EXAMPLE_GEN, contract.STATISTICS_GEN, contract.SCHEMA_GEN, contract.EXAMPLE_VALIDATOR,
+    contract.ANOMALY_GATE, contract.PRETRAINER, contract.CANDIDATE_TRAINER, contract.BASELINE_TRAINER,
+    contract.EVALUATOR, contract.PAIRED_COMPARISON, contract.PUSHER, contract.EVALUATION_REPORT_GEN,
 )
-PRODUCTION_COMPONENT_IDS = ("ProductionModel", "ProductionEvaluator")
-GATE_COMPONENT_ID = "BlessingGate"
+PRODUCTION_COMPONENT_IDS = (contract.PRODUCTION_MODEL, contract.PRODUCTION_EVALUATOR)
+GATE_COMPONENT_ID = contract.BLESSING_GATE
 
 
 # training: settings of the Trainer module in another ExampleGen's pipeline (docs/own_pipeline.md); in this
@@ -124,13 +125,17 @@ def create_pipeline(
     """
     check_image_example_gen_training(config.training)
     example_gen = ImageExampleGen(data_config=data_config_json(config), data_path=data_path,
-                                  min_eval_per_class=config.evaluation.min_eval_per_class)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+                                  min_eval_per_class=config.evaluation.min_eval_per_class
+                                  ).with_id(contract.IMAGE_EXAMPLE_GEN)
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
+        contract.STATISTICS_GEN)
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                          infer_feature_shape=True).with_id(contract.SCHEMA_GEN)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
-    )
-    gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"], schema=schema_gen.outputs["schema"])
+    ).with_id(contract.EXAMPLE_VALIDATOR)
+    gate = AnomalyGate(anomalies=example_validator.outputs["anomalies"],
+                       schema=schema_gen.outputs["schema"]).with_id(contract.ANOMALY_GATE)
 
     extra = dict(trainer_code_fingerprint=trainer_code_fingerprint(), **(trainer_custom_config or {}))
     # The Pretrainer's custom_config leaves out the fine-tuning-only settings, so that changing those (or
@@ -139,60 +144,62 @@ def create_pipeline(
         run_fn=TRAINER_RUN_FN,
         examples=example_gen.outputs["examples"],
         schema=gate.outputs["validated_schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=dict(config.training.pretraining_dict(), **extra, role="pretrainer"),
-    ).with_id("Pretrainer")
+        train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
+        custom_config=dict(config.training.pretraining_dict(), **extra, role=contract.PRETRAINER_ROLE),
+    ).with_id(contract.PRETRAINER)
     trainers = {}
-    for role, component_id in (("candidate", "CandidateTrainer"), ("baseline", "BaselineTrainer")):
+    for role in (contract.CANDIDATE_ROLE, contract.BASELINE_ROLE):
         trainers[role] = tfx.components.Trainer(
             run_fn=TRAINER_RUN_FN,
             examples=example_gen.outputs["examples"],
             schema=gate.outputs["validated_schema"],
-            base_model=pretrainer.outputs["model"] if role == "candidate" else None,
-            train_args=tfx.proto.TrainArgs(splits=["train"]),
-            eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            base_model=pretrainer.outputs["model"] if role == contract.CANDIDATE_ROLE else None,
+            train_args=tfx.proto.TrainArgs(splits=[contract.TRAIN_SPLIT]),
+            eval_args=tfx.proto.EvalArgs(splits=[contract.EVAL_SPLIT]),
             # The baseline's custom_config holds only what it reads, so that it stays cached when the method,
             # a pretraining setting or a candidate-only setting changes.
-            custom_config=dict(config.training.to_dict() if role == "candidate" else config.training.baseline_dict(),
-                               **extra, role=role),
-        ).with_id(component_id)
+            custom_config=dict(config.training.to_dict() if role == contract.CANDIDATE_ROLE
+                               else config.training.baseline_dict(), **extra, role=role),
+        ).with_id(contract.TRAINER_OF_ROLE[role])
+    candidate, baseline = trainers[contract.CANDIDATE_ROLE], trainers[contract.BASELINE_ROLE]
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
-        model=trainers["candidate"].outputs["model"],
-        baseline_model=trainers["baseline"].outputs["model"],
+        model=candidate.outputs["model"],
+        baseline_model=baseline.outputs["model"],
         eval_config=build_eval_config(config.evaluation),
-        example_splits=["eval"],
-    )
+        example_splits=[contract.EVAL_SPLIT],
+    ).with_id(contract.EVALUATOR)
     comparison = PairedComparison(
         examples=example_gen.outputs["examples"],
-        model=trainers["candidate"].outputs["model"],
-        baseline_model=trainers["baseline"].outputs["model"],
+        model=candidate.outputs["model"],
+        baseline_model=baseline.outputs["model"],
         significance_level=config.evaluation.significance_level,
         require_significant=config.evaluation.require_significant,
-    )
+    ).with_id(contract.PAIRED_COMPARISON)
     components = [example_gen, statistics_gen, schema_gen, example_validator, gate, pretrainer,
-                  trainers["candidate"], trainers["baseline"], evaluator, comparison]
+                  candidate, baseline, evaluator, comparison]
     blessing, production_evaluation, production_model, production_blessing = (
         evaluator.outputs["blessing"], None, None, None)
     if config.evaluation.compare_to_pushed:
-        production = ProductionModel(candidate_model=trainers["candidate"].outputs["model"],
-                                     baseline_model=trainers["baseline"].outputs["model"], serving_dir=serving_dir)
+        production = ProductionModel(candidate_model=candidate.outputs["model"],
+                                     baseline_model=baseline.outputs["model"],
+                                     serving_dir=serving_dir).with_id(contract.PRODUCTION_MODEL)
         production_evaluator = tfx.components.Evaluator(
             examples=example_gen.outputs["examples"],
-            model=trainers["candidate"].outputs["model"],
+            model=candidate.outputs["model"],
             baseline_model=production.outputs["model"],
             eval_config=build_production_eval_config(),
-            example_splits=["eval"],
-        ).with_id("ProductionEvaluator")
+            example_splits=[contract.EVAL_SPLIT],
+        ).with_id(contract.PRODUCTION_EVALUATOR)
         components += [production, production_evaluator]
         production_blessing = production_evaluator.outputs["blessing"]
         production_evaluation = production_evaluator.outputs["evaluation"]
         production_model = production.outputs["model"]
     if needs_blessing_gate(config):
         blessing_gate = BlessingGate(
-            model=trainers["candidate"].outputs["model"],
+            model=candidate.outputs["model"],
             baseline_blessing=evaluator.outputs["blessing"],
             production_blessing=production_blessing,
             comparison=comparison.outputs["comparison"] if config.evaluation.require_significant else None,
@@ -200,17 +207,17 @@ def create_pipeline(
         components.append(blessing_gate)
         blessing = blessing_gate.outputs["blessing"]
     pusher = tfx.components.Pusher(
-        model=trainers["candidate"].outputs["model"],
+        model=candidate.outputs["model"],
         model_blessing=blessing,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)
         ),
-    )
+    ).with_id(contract.PUSHER)
     report = EvaluationReportGen(
         evaluation=evaluator.outputs["evaluation"],
         blessing=blessing,
-        candidate_model=trainers["candidate"].outputs["model"],
-        baseline_model=trainers["baseline"].outputs["model"],
+        candidate_model=candidate.outputs["model"],
+        baseline_model=baseline.outputs["model"],
         ingest_report=example_gen.outputs["report"],
         pushed_model=pusher.outputs["pushed_model"],
         production_evaluation=production_evaluation,
@@ -218,7 +225,7 @@ def create_pipeline(
         comparison=comparison.outputs["comparison"],
         pretrained_model=pretrainer.outputs["model"],
         examples=example_gen.outputs["examples"],
-    )
+    ).with_id(contract.EVALUATION_REPORT_GEN)
     components += [pusher, report]
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline.name,

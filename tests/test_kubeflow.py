@@ -29,10 +29,11 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_t
 
 from components.image_example_gen import driver as example_gen_driver
 from components.image_example_gen import kubeflow_driver
-from pipeline.config import ConfigError, load_config
+from pipeline.config import load_config
 from pipeline.pipeline import TRAINER_RUN_FN, component_ids
 from selfsup_kubeflow import runner
 from selfsup_kubeflow.cli import add_compile_kubeflow_parser, run_compile_kubeflow
+from trainer.hparams import ConfigError
 from trainer.run import training_config_from_custom_config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -30,6 +30,7 @@ from components.image_example_gen.component import ImageExampleGen
 from pipeline.config import Config, DataConfig, EvaluationConfig, PipelineConfig, load_config
 from pipeline.evaluation import build_eval_config
 from pipeline.pipeline import TRAINER_RUN_FN, data_config_json, trainer_code_fingerprint
+from trainer import contract
 from trainer.hparams import TrainingConfig
 
 # The Beam options of the data components (selfsup's default: the DirectRunner in this process).
@@ -48,8 +49,8 @@ def validated_schema(examples: tfx.dsl.Channel) -> Tuple[list, tfx.dsl.Channel]:
 
 
 def selfsup_trainers(examples: tfx.dsl.Channel, schema: tfx.dsl.Channel, training: TrainingConfig,
-                     train_splits: Tuple[str, ...] = ("train",),
-                     eval_splits: Tuple[str, ...] = ("eval",)) -> Dict[str, tfx.components.Trainer]:
+                     train_splits: Tuple[str, ...] = (contract.TRAIN_SPLIT,),
+                     eval_splits: Tuple[str, ...] = (contract.EVAL_SPLIT,)) -> Dict[str, tfx.components.Trainer]:
     """selfsup's Trainer module in its three roles; `role` and the settings travel in custom_config.
 
     - "pretrainer": self-supervised pretraining of the encoder on the unlabeled and train splits. Its
@@ -62,8 +63,7 @@ def selfsup_trainers(examples: tfx.dsl.Channel, schema: tfx.dsl.Channel, trainin
     """
     fingerprint = trainer_code_fingerprint()
 
-    def trainer(component_id: str, custom_config: dict, role: str,
-                base_model: Optional[tfx.dsl.Channel] = None) -> tfx.components.Trainer:
+    def trainer(role: str, custom_config: dict, base_model: Optional[tfx.dsl.Channel] = None) -> tfx.components.Trainer:
         return tfx.components.Trainer(
             run_fn=TRAINER_RUN_FN,
             examples=examples,
@@ -72,32 +72,32 @@ def selfsup_trainers(examples: tfx.dsl.Channel, schema: tfx.dsl.Channel, trainin
             train_args=tfx.proto.TrainArgs(splits=list(train_splits)),
             eval_args=tfx.proto.EvalArgs(splits=list(eval_splits)),
             custom_config=dict(custom_config, role=role, trainer_code_fingerprint=fingerprint),
-        ).with_id(component_id)
+        ).with_id(contract.TRAINER_OF_ROLE[role])
 
-    pretrainer = trainer("Pretrainer", training.pretraining_dict(), "pretrainer")
+    pretrainer = trainer(contract.PRETRAINER_ROLE, training.pretraining_dict())
     return {
-        "pretrainer": pretrainer,
-        "candidate": trainer("CandidateTrainer", training.to_dict(), "candidate",
-                             base_model=pretrainer.outputs["model"]),
-        "baseline": trainer("BaselineTrainer", training.baseline_dict(), "baseline"),
+        contract.PRETRAINER_ROLE: pretrainer,
+        contract.CANDIDATE_ROLE: trainer(contract.CANDIDATE_ROLE, training.to_dict(),
+                                         base_model=pretrainer.outputs["model"]),
+        contract.BASELINE_ROLE: trainer(contract.BASELINE_ROLE, training.baseline_dict()),
     }
 
 
 def evaluator_and_pusher(examples: tfx.dsl.Channel, trainers: Dict[str, tfx.components.Trainer],
                          training: TrainingConfig, evaluation: EvaluationConfig, serving_dir: str,
-                         eval_splits: Tuple[str, ...] = ("eval",)) -> Tuple[tfx.components.Evaluator,
+                         eval_splits: Tuple[str, ...] = (contract.EVAL_SPLIT,)) -> Tuple[tfx.components.Evaluator,
                                                                             tfx.components.Pusher]:
     """TFMA compares the candidate with the baseline (selfsup's blessing rule, `evaluation:`); the Pusher
     copies the candidate to `serving_dir` only when it is blessed."""
     evaluator = tfx.components.Evaluator(
         examples=examples,
-        model=trainers["candidate"].outputs["model"],
-        baseline_model=trainers["baseline"].outputs["model"],
+        model=trainers[contract.CANDIDATE_ROLE].outputs["model"],
+        baseline_model=trainers[contract.BASELINE_ROLE].outputs["model"],
         eval_config=build_eval_config(evaluation, label_key=training.label_feature),
         example_splits=list(eval_splits),
     )
     pusher = tfx.components.Pusher(
-        model=trainers["candidate"].outputs["model"],
+        model=trainers[contract.CANDIDATE_ROLE].outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_dir)),
@@ -123,11 +123,11 @@ def create_image_pipeline(*, data_dir: str, pipeline_root: str, serving_dir: str
     report = EvaluationReportGen(
         evaluation=evaluator.outputs["evaluation"],
         blessing=evaluator.outputs["blessing"],
-        candidate_model=trainers["candidate"].outputs["model"],
-        baseline_model=trainers["baseline"].outputs["model"],
+        candidate_model=trainers[contract.CANDIDATE_ROLE].outputs["model"],
+        baseline_model=trainers[contract.BASELINE_ROLE].outputs["model"],
         ingest_report=example_gen.outputs["report"],
         pushed_model=pusher.outputs["pushed_model"],
-        pretrained_model=trainers["pretrainer"].outputs["model"],
+        pretrained_model=trainers[contract.PRETRAINER_ROLE].outputs["model"],
         examples=examples,
     )
     return tfx.dsl.Pipeline(
@@ -175,14 +175,14 @@ def output_paths(output_dir: str) -> Dict[str, str]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", choices=("images", "tfrecords"))
+    parser.add_argument("examples_from", choices=("images", "tfrecords"))
     parser.add_argument("--data", required=True, help="the image folder, or the folder of TFRecord files")
     parser.add_argument("--output", required=True, help="pipeline root, MLMD and pushed models go here")
     parser.add_argument("--config", help="a selfsup config file; its training: and evaluation: sections are used")
     args = parser.parse_args(argv)
     config = load_config(args.config) if args.config else Config()
     settings = dict(output_paths(args.output), training=config.training, evaluation=config.evaluation)
-    if args.source == "images":
+    if args.examples_from == "images":
         pipeline = create_image_pipeline(data_dir=os.path.abspath(args.data), **settings)
     else:
         pipeline = create_tfrecord_pipeline(tfrecord_dir=os.path.abspath(args.data), **settings)
