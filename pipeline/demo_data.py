@@ -16,6 +16,9 @@ import os
 import numpy as np
 from PIL import Image
 
+from components.image_example_gen.folder_layout import LABELED_FOLDER, TEST_FOLDER, UNLABELED_FOLDER
+from trainer.contract import IMAGE_FEATURE, LABEL_FEATURE
+
 
 def write_digits_dataset(root: str, labeled_per_class: int = 5, test_per_class: int = 30, seed: int = 0) -> dict:
     """Writes the digits into `root` (created if missing); returns the number of images per split."""
@@ -24,15 +27,15 @@ def write_digits_dataset(root: str, labeled_per_class: int = 5, test_per_class: 
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.target))
     taken = {label: 0 for label in range(10)}
-    counts = {"labeled": 0, "test": 0, "unlabeled": 0}
+    counts = {LABELED_FOLDER: 0, TEST_FOLDER: 0, UNLABELED_FOLDER: 0}
     for index in order:
         label = int(digits.target[index])
         if taken[label] < labeled_per_class:
-            folder, split = os.path.join(root, "labeled", str(label)), "labeled"
+            folder, split = os.path.join(root, LABELED_FOLDER, str(label)), LABELED_FOLDER
         elif taken[label] < labeled_per_class + test_per_class:
-            folder, split = os.path.join(root, "test", str(label)), "test"
+            folder, split = os.path.join(root, TEST_FOLDER, str(label)), TEST_FOLDER
         else:
-            folder, split = os.path.join(root, "unlabeled"), "unlabeled"
+            folder, split = os.path.join(root, UNLABELED_FOLDER), UNLABELED_FOLDER
         taken[label] += 1
         counts[split] += 1
         os.makedirs(folder, exist_ok=True)
@@ -41,7 +44,7 @@ def write_digits_dataset(root: str, labeled_per_class: int = 5, test_per_class: 
     return counts
 
 
-def write_digits_tfrecords(root: str, image_feature: str = "image", label_feature: str = "label",
+def write_digits_tfrecords(root: str, image_feature: str = IMAGE_FEATURE, label_feature: str = LABEL_FEATURE,
                            files: int = 2) -> int:
     """Writes every digit as a tf.Example (its PNG bytes under `image_feature`, the digit as an int64 under
     `label_feature`) into `files` uncompressed TFRecord files `root/digits-0000N-of-0000M.tfrecord`;

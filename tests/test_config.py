@@ -69,6 +69,8 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
         ("data:\n  source: tfds\n", "data.tfds_name"),
         ("data:\n  source: tfds\n  tfds_name: mnist_unknown_splits\n", "data.tfds_splits"),
         ("data:\n  class_names: [cat]\n", "data.class_names"),
+        ("data:\n  source: tfrecord\n  path: /records\n", "data.class_names"),
+        ("data:\n  on_eval_duplicates: ignore\n", "data.on_eval_duplicates"),
         ("pipeline:\n  beam_args: --runner=DirectRunner\n", "pipeline.beam_args"),
         ("training: [1, 2]\n", "training"),
     ],

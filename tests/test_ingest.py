@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import os
 import shutil
 import zlib
@@ -13,15 +14,23 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from image_samples import GOOD_IMAGES, encode, png_declaring, write_image_folder
 from PIL import Image, ImageOps
+from tfx.dsl.components.base import base_beam_executor
+from tfx.types import standard_artifacts
 
+from components.artifacts import IngestReport
+from components.image_example_gen import driver
+from components.image_example_gen import executor as example_gen_executor
+from components.image_example_gen import ingest as ingest_module
+from components.image_example_gen.data_config import DataConfig
 from components.image_example_gen.fingerprint import input_fingerprint
 from components.image_example_gen.folder_layout import is_eval_by_hash, plan_folder
 from components.image_example_gen.image_check import image_problem
 from components.image_example_gen.ingest import ingest, make_example
 from components.image_example_gen.sources import plan_source
-from trainer.contract import CLASS_NAMES_FILE
+from trainer.contract import CLASS_NAMES_FILE, INPUT_FINGERPRINT_PROPERTY
 from trainer.contract import INGEST_REPORT_FILE as REPORT_FILE
 from trainer.data import decode_image
+from trainer.hparams import ConfigError
 
 MAX_PIXELS = 10_000_000
 
@@ -110,14 +119,23 @@ def read_split(examples_uri, split):
     return [tf.train.Example.FromString(record.numpy()) for record in records]
 
 
-def test_ingest_skips_counts_and_names_bad_images(tmp_path):
+def test_ingest_skips_counts_and_names_bad_images(tmp_path, caplog):
     root = write_image_folder(tmp_path / "data")
     (root / "unlabeled" / "broken.jpg").write_bytes(b"not an image")
     (root / "unlabeled" / "empty.png").write_bytes(b"")
     (root / "unlabeled" / "notes.txt").write_text("ignored, but reported")
     (root / "unlabeled" / "photo.webp").write_bytes(encode("RGB", image_format="WEBP"))  # a real WebP: not read
-    report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
-                    direct_pipeline)
+    with caplog.at_level(logging.INFO, logger="selfsup"):
+        report = ingest(data_section(path=str(root)), str(tmp_path / "examples"), str(tmp_path / "report"),
+                        direct_pipeline)
+
+    # The console lines come from the selfsup logger: progress at INFO, what was left out at WARNING.
+    lines = [(record.name, record.levelno, record.getMessage()) for record in caplog.records
+             if record.name.startswith("selfsup.")]
+    logger = "selfsup.components.image_example_gen.ingest"
+    assert (logger, logging.INFO, f"Ingesting folder images from {root}") in lines
+    assert any(line[:2] == (logger, logging.WARNING) and line[2].startswith("Skipped 2 of 28 images") for line in lines)
+    assert any(line[:2] == (logger, logging.WARNING) and line[2].startswith("Ignored 2 files") for line in lines)
 
     assert report["splits"]["unlabeled"] == {"read": 10, "written": 8, "skipped": 2, "duplicates_of_eval": 0}
     assert report["splits"]["train"]["written"] == 12 and report["splits"]["eval"]["written"] == 6
@@ -346,3 +364,76 @@ def test_exif_orientation_is_not_applied_as_the_readme_says():
     decoded = decode_image(tf.constant(encoded), 24).numpy()
     left, right = decoded[:, :8].mean(axis=(0, 1)), decoded[:, -8:].mean(axis=(0, 1))
     assert left[0] > 0.8 > left[2] and right[2] > 0.8 > right[0]  # still red left, blue right: not turned
+
+
+def run_executor(tmp_path, exec_properties):
+    """ImageExampleGen's executor on exec_properties; returns the Examples artifact and the report it wrote."""
+    examples, report = standard_artifacts.Examples(), IngestReport()
+    examples.uri, report.uri = str(tmp_path / "examples"), str(tmp_path / "report")
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--runner=DirectRunner"],
+                                                          tmp_dir=str(tmp_path / "tmp"), unique_id="1")
+    example_gen_executor.Executor(context).Do({}, {"examples": [examples], "report": [report]}, exec_properties)
+    with open(tmp_path / "report" / REPORT_FILE) as handle:
+        return examples, json.load(handle)
+
+
+def counting_plans(monkeypatch):
+    """Counts every plan_source call of the driver and of ingest (each one lists the whole data folder)."""
+    calls = []
+
+    def counted(data):
+        calls.append(data)
+        return plan_source(data)
+
+    monkeypatch.setattr(driver, "plan_source", counted)
+    monkeypatch.setattr(ingest_module, "plan_source", counted)
+    return calls
+
+
+def test_the_executor_rebuilds_the_typed_data_config_and_reads_the_drivers_plan(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data")
+    config = DataConfig(path="/replaced/by/data_path", max_bad_fraction=0.2, on_eval_duplicates="keep")
+    properties = {"data_config": json.dumps(config.to_dict()), "data_path": str(root), "min_eval_per_class": 1}
+    assert driver.data_config_of(properties) == DataConfig(path=str(root), max_bad_fraction=0.2,
+                                                           on_eval_duplicates="keep")
+    calls = counting_plans(monkeypatch)
+    fingerprint = driver.fingerprint_exec_property(properties)  # what the driver adds before the cache check
+    examples, report = run_executor(tmp_path, dict(properties, **{INPUT_FINGERPRINT_PROPERTY: fingerprint}))
+    assert len(calls) == 1  # the driver's listing; the executor took its plan
+    assert report["location"] == str(root) and report["eval_duplicates"]["policy"] == "keep"
+    assert report["input"] == json.loads(fingerprint)
+    assert examples.get_string_custom_property(INPUT_FINGERPRINT_PROPERTY) == json.loads(fingerprint)["fingerprint"]
+    assert driver.planned_source(driver.data_config_of(properties), fingerprint) is None  # taken once
+
+
+def test_the_executor_alone_lists_the_data_once(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data")
+    calls = counting_plans(monkeypatch)
+    _, report = run_executor(tmp_path, {"data_config": json.dumps(DataConfig(path=str(root)).to_dict())})
+    assert len(calls) == 1 and report["splits"]["train"]["written"] == 12
+
+
+def test_an_executor_plans_anew_when_the_data_config_is_not_the_one_fingerprinted(tmp_path, monkeypatch):
+    root = write_image_folder(tmp_path / "data")
+    properties = {"data_config": json.dumps(DataConfig(path=str(root)).to_dict())}
+    fingerprint = driver.fingerprint_exec_property(properties)
+    calls = counting_plans(monkeypatch)
+    changed = {"data_config": json.dumps(DataConfig(path=str(root), eval_fraction=0.5).to_dict()),
+               INPUT_FINGERPRINT_PROPERTY: fingerprint}
+    run_executor(tmp_path, changed)
+    assert len(calls) == 1 and calls[0].eval_fraction == 0.5
+
+
+@pytest.mark.parametrize("data_config, key", [
+    ({"path": "/data", "colour": "red"}, "data.colour"),
+    ({"path": "/data", "eval_fraction": 1.5}, "data.eval_fraction"),
+    ({"source": "tfrecord", "path": "/data"}, "data.class_names"),
+])
+def test_a_bad_data_config_parameter_fails_the_executor_naming_the_key(tmp_path, data_config, key):
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        run_executor(tmp_path, {"data_config": json.dumps(data_config)})
+
+
+def test_a_source_without_its_path_fails_naming_data_path(tmp_path):
+    with pytest.raises(ConfigError, match="config key 'data.path': is required when data.source is 'tfrecord'"):
+        plan_source(DataConfig(source="tfrecord", class_names=["a", "b"]))

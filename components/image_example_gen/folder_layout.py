@@ -23,6 +23,8 @@ from components.image_example_gen.folder_scan import FolderScanner
 from components.image_example_gen.image_check import has_image_extension
 from trainer.contract import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_LABEL, UNLABELED_SPLIT
 
+# The folders of a data folder (pipeline/demo_data.py writes them too).
+UNLABELED_FOLDER, LABELED_FOLDER, TEST_FOLDER = "unlabeled", "labeled", "test"
 # The order ImageExampleGen writes the splits in: the Examples artifact's split_names, the report's splits.
 SPLIT_ORDER = (UNLABELED_SPLIT, TRAIN_SPLIT, EVAL_SPLIT)
 
@@ -104,11 +106,11 @@ def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = F
     """
     if not tf.io.gfile.isdir(root):
         raise ValueError(f"data folder does not exist or is not a folder: {root}")
-    labeled_dir = os.path.join(root, "labeled")
+    labeled_dir = os.path.join(root, LABELED_FOLDER)
     if not tf.io.gfile.isdir(labeled_dir):
         raise ValueError(f"no labeled/ folder in {root}: expected {root}/labeled/<class>/<images>")
     scanner = FolderScanner(root, follow_external_links)
-    labeled = _class_folders(scanner, "labeled")
+    labeled = _class_folders(scanner, LABELED_FOLDER)
     if not labeled:
         raise ValueError(f"{labeled_dir} is empty: expected one sub-folder per class")
     if len(labeled) < 2:
@@ -129,7 +131,7 @@ def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = F
                 ignored.append(path)
         return added
 
-    has_test = tf.io.gfile.isdir(os.path.join(root, "test"))
+    has_test = tf.io.gfile.isdir(os.path.join(root, TEST_FOLDER))
     for label, name in enumerate(class_names):
         if has_test:
             split_of = lambda path: TRAIN_SPLIT  # noqa: E731
@@ -139,20 +141,20 @@ def plan_folder(root: str, eval_fraction: float, follow_external_links: bool = F
             raise ValueError(f"class folder {os.path.join(labeled_dir, name)} has no image files")
 
     if has_test:
-        test = _class_folders(scanner, "test")
+        test = _class_folders(scanner, TEST_FOLDER)
         unknown = sorted(set(test) - set(class_names))
         if unknown:
             raise ValueError(
-                f"{os.path.join(root, 'test')} has classes that are not in labeled/: {unknown} "
+                f"{os.path.join(root, TEST_FOLDER)} has classes that are not in labeled/: {unknown} "
                 f"(labeled classes: {class_names})"
             )
         for name, paths in test.items():
             add(paths, lambda path: EVAL_SPLIT, class_names.index(name))
 
-    unlabeled_dir = os.path.join(root, "unlabeled")
+    unlabeled_dir = os.path.join(root, UNLABELED_FOLDER)
     if not tf.io.gfile.isdir(unlabeled_dir):
         raise ValueError(f"no unlabeled/ folder in {root}: self-supervised pretraining needs unlabeled images")
-    if add(scanner.list_files("unlabeled"), lambda path: UNLABELED_SPLIT, UNLABELED_LABEL) == 0:
+    if add(scanner.list_files(UNLABELED_FOLDER), lambda path: UNLABELED_SPLIT, UNLABELED_LABEL) == 0:
         raise ValueError(f"{unlabeled_dir} has no image files: self-supervised pretraining needs unlabeled images")
 
     plan = FolderPlan(class_names=class_names, records=records, ignored=ignored,
