@@ -8,21 +8,19 @@ With `evaluation.compare_to_pushed`, a second Evaluator compares the candidate w
 production (build_production_eval_config): the candidate must be strictly more accurate.
 
 Both models also get, for the report: the example count, top-k accuracy, the multi-class
-confusion matrix, a calibration plot of the top-1 confidence (from which the report reads the
-expected calibration error) and, when the number of classes is known when the pipeline is built,
-per-class precision and recall of the top-1 prediction.
+confusion matrix (from whose counts the report reads per-class precision and recall) and a calibration
+plot of the top-1 confidence (from which the report reads the expected calibration error).
 """
 
 import json
-from typing import Optional
 
 import tensorflow_model_analysis as tfma
 
 from pipeline.config import EvaluationConfig
+from trainer import contract
 
-CANDIDATE, BASELINE, PRODUCTION = "candidate", "baseline", "production"
-ACCURACY_METRIC = "sparse_categorical_accuracy"
-LABEL_KEY, PREDICTION_KEY = "label", "probabilities"
+# The TFMA model names: the two Trainers' roles, and the model in production (build_production_eval_config).
+CANDIDATE, BASELINE, PRODUCTION = contract.CANDIDATE_ROLE, contract.BASELINE_ROLE, "production"
 TOP_K = 3
 CALIBRATION_BUCKETS = 10
 # TFMA passes when (candidate - baseline) >= the absolute change threshold; adding a value far
@@ -38,21 +36,18 @@ def is_blessed(candidate_accuracy: float, baseline_accuracy: float, evaluation: 
     )
 
 
-def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] = None,
-                      label_key: str = LABEL_KEY) -> tfma.EvalConfig:
+def build_eval_config(evaluation: EvaluationConfig, label_key: str = contract.LABEL_FEATURE) -> tfma.EvalConfig:
     """Candidate vs baseline on the eval split: accuracy floor and change threshold, plus report metrics.
 
     Args:
       evaluation: the `evaluation:` config section (the blessing rule).
-      num_classes: the number of classes, when known while building the pipeline; adds per-class
-        precision and recall (TFMA binarizes by class id, so it needs the ids up front).
       label_key: the examples' label feature (`training.label_feature`; ImageExampleGen's `label`).
 
     Returns:
       The TFMA EvalConfig for the Evaluator.
 
     Raises:
-      ValueError: the config has no threshold, or num_classes is below 2.
+      ValueError: the config has no threshold.
     """
     accuracy = _accuracy_metric(evaluation.min_accuracy, evaluation.margin)
     report_metrics = [
@@ -70,8 +65,6 @@ def build_eval_config(evaluation: EvaluationConfig, num_classes: Optional[int] =
         tfma.MetricsSpec(metrics=[accuracy, *report_metrics]),
         tfma.MetricsSpec(metrics=[calibration_plot], binarize=top_1_confidence),
     ]
-    if num_classes is not None:
-        metrics_specs.append(_per_class_metrics(num_classes))
     eval_config = tfma.EvalConfig(model_specs=_model_specs(BASELINE, label_key), slicing_specs=[tfma.SlicingSpec()],
                                   metrics_specs=metrics_specs)
     require_thresholds(eval_config)
@@ -85,10 +78,10 @@ def build_production_eval_config() -> tfma.EvalConfig:
                            metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
-def _model_specs(baseline_name: str, label_key: str = LABEL_KEY):
+def _model_specs(baseline_name: str, label_key: str = contract.LABEL_FEATURE):
     return [
-        tfma.ModelSpec(name=name, signature_name="serving_default", label_key=label_key,
-                       prediction_key=PREDICTION_KEY, is_baseline=(name == baseline_name))
+        tfma.ModelSpec(name=name, signature_name=contract.SERVING_SIGNATURE, label_key=label_key,
+                       prediction_key=contract.PROBABILITIES_OUTPUT, is_baseline=(name == baseline_name))
         for name in (CANDIDATE, baseline_name)
     ]
 
@@ -104,23 +97,6 @@ def _accuracy_metric(min_accuracy: float, margin: float) -> tfma.MetricConfig:
                 absolute={"value": margin + _STRICTLY_MORE},
             ),
         ),
-    )
-
-
-def _per_class_metrics(num_classes: int) -> tfma.MetricsSpec:
-    """Precision and recall of the top-1 prediction (the predicted class), one per class id.
-
-    top_k=1 keeps each example's largest probability and sets the others to -inf. The explicit
-    threshold 0.0 matters: with TFMA 0.47's default for top_k (-inf), a class that is never the top
-    prediction gets precision = its share of the labels and recall = 1 instead of undefined and 0.
-    """
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    top_1 = json.dumps({"top_k": 1, "thresholds": [0.0]})
-    return tfma.MetricsSpec(
-        metrics=[tfma.MetricConfig(class_name="Precision", config=top_1),
-                 tfma.MetricConfig(class_name="Recall", config=top_1)],
-        binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))}),
     )
 
 

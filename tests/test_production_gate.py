@@ -27,10 +27,11 @@ from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import collect_report_data
 from components.production_model import executor as production_executor
 from components.production_model.find import latest_pushed_model
-from pipeline import summary as summary_lib
 from pipeline.config import Config, ConfigError, load_config
-from pipeline.evaluation import ACCURACY_METRIC, build_production_eval_config
+from pipeline.evaluation import build_production_eval_config
+from pipeline.results import summary as summary_lib
 from pipeline.results.report import report_inputs
+from trainer import contract
 
 
 def push(serving_dir, version: int, model_uri: str, complete: bool = True) -> str:
@@ -99,7 +100,7 @@ def run_production_path(tiny, name: str, serving_dir: str):
     results = dict(run.results)
     results["ProductionModel"] = {"state": "COMPLETE", "outputs": {"model": [_mlmd_artifact(
         production.uri, **{name: production.get_string_custom_property(name)
-                           for name in (production_executor.SOURCE_PROPERTY, production_executor.PATH_PROPERTY)})]}}
+                           for name in (contract.PRODUCTION_SOURCE_PROPERTY, contract.PRODUCTION_MODEL_PROPERTY)})]}}
     results["ProductionEvaluator"] = {"state": "COMPLETE", "outputs": {
         "evaluation": [_mlmd_artifact(evaluation.uri)],
         "blessing": [_mlmd_artifact(production_blessing.uri,
@@ -176,7 +177,7 @@ def test_a_candidate_better_than_production_is_blessed(tiny):
     assert decision["production"]["production_model"] == in_production
     assert decision["production"]["difference"] > 0 and decision["production"]["passed"]
     assert decision["blessed"]
-    assert outcome["report"]["thresholds"][0]["metric"] == ACCURACY_METRIC
+    assert outcome["report"]["thresholds"][0]["metric"] == contract.ACCURACY_METRIC
 
 
 @pytest.mark.parametrize("blessed, expected", [((1, 1), True), ((1, 0), False), ((0, 1), False), ((), False)])

@@ -35,25 +35,18 @@ from components.artifacts import EvaluationReport, IngestReport, ModelComparison
 from components.evaluation_report import executor as report_executor
 from components.evaluation_report.curves import knn_check_epochs
 from components.evaluation_report.html_report import render_html
-from components.evaluation_report.report_data import (
-    AUGMENTED_VIEWS_FILE,
-    HISTORY_FILE,
-    TRAINER_SETTINGS_KEY,
-    VERSIONED_PACKAGES,
-    ReportInputs,
-    collect_report_data,
-    per_class_metrics,
-)
-from components.evaluation_report.tfma_output import read_evaluation
-from components.image_example_gen.ingest import INGEST_REPORT_FILE as REPORT_FILE, build_report, make_example
+from components.evaluation_report.report_data import ReportInputs, collect_report_data
+from components.image_example_gen.ingest import build_report, make_example
 from components.paired_comparison import executor as comparison_executor
 from components.paired_comparison.comparison import significance_summary
-from pipeline import summary as summary_lib
 from pipeline.config import Config, EvaluationConfig
-from pipeline.evaluation import ACCURACY_METRIC, build_eval_config
+from pipeline.evaluation import build_eval_config
+from pipeline.results import summary as summary_lib
 from pipeline.results.report import render_report_for_run, report_inputs
-from trainer import encoder_artifact
+from trainer import contract
+from trainer.contract import ACCURACY_METRIC, AUGMENTED_VIEWS_FILE, HISTORY_FILE, HISTORY_SETTINGS_KEY
 from trainer.export import SERVING_IMAGES_SIGNATURE, export_classifier
+from trainer.versions import PACKAGES as VERSIONED_PACKAGES
 
 CLASS_NAMES = ["red", "green", "blue", "gray"]
 COLOR_CENTERS = np.array([[0.9, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.1, 0.9], [0.5, 0.5, 0.5]])
@@ -177,7 +170,7 @@ def _write_history(folder: str, role: str, history: Dict[str, List[float]], **fi
     os.makedirs(folder, exist_ok=True)
     record = dict({"role": role, "method": "simclr", "class_names": CLASS_NAMES, "history": history}, **fields)
     if TRAINER_SETTINGS[role] is not None:
-        record[TRAINER_SETTINGS_KEY] = TRAINER_SETTINGS[role]
+        record[HISTORY_SETTINGS_KEY] = TRAINER_SETTINGS[role]
     with open(os.path.join(folder, HISTORY_FILE), "w") as handle:
         json.dump(record, handle)
 
@@ -216,7 +209,7 @@ def make_tiny_run(root: str) -> TinyRun:
     counts = [{"split": "unlabeled", "label": -1, "count": 40}] + [
         {"split": split, "label": label, "count": int(np.sum(np.array(split_labels) == label))}
         for split, split_labels in (("train", train_labels), ("eval", labels)) for label in sorted(set(split_labels))]
-    with open(os.path.join(ingest.uri, REPORT_FILE), "w") as handle:
+    with open(os.path.join(ingest.uri, contract.INGEST_REPORT_FILE), "w") as handle:
         json.dump(build_report({"source": "folder", "path": "/data/colours"}, CLASS_NAMES, counts, SKIPPED, IGNORED,
                                duplicates=EVAL_COPIES, input_fingerprint=INPUT_FINGERPRINT,
                                links_not_followed=LINKS_NOT_FOLLOWED), handle)
@@ -225,7 +218,7 @@ def make_tiny_run(root: str) -> TinyRun:
     evaluator_executor.Executor().Do(
         {"examples": [examples], "model": [models["candidate"]], "baseline_model": [models["baseline"]]},
         {"evaluation": [evaluation], "blessing": [blessing]},
-        {"eval_config": proto_utils.proto_to_json(build_eval_config(RULE, num_classes=len(CLASS_NAMES))),
+        {"eval_config": proto_utils.proto_to_json(build_eval_config(RULE)),
          "example_splits": json.dumps(["eval"])},
     )
     pushed_model = _output_artifact(standard_artifacts.PushedModel, os.path.join(root, "pushed_model"))
@@ -250,7 +243,7 @@ def make_tiny_run(root: str) -> TinyRun:
         }},
         "Pusher": {"state": "COMPLETE", "outputs": {
             "pushed_model": [_mlmd_artifact(pushed_model.uri, pushed=1, pushed_destination=PUSHED_TO)]}},
-        summary_lib.REPORT_COMPONENT: {"state": "COMPLETE", "outputs": {"report": [_mlmd_artifact(report.uri)]}},
+        contract.EVALUATION_REPORT_GEN: {"state": "COMPLETE", "outputs": {"report": [_mlmd_artifact(report.uri)]}},
     }
     inputs = ReportInputs(evaluation_uri=evaluation.uri, blessing_uri=blessing.uri,
                           candidate_model_uri=models["candidate"].uri, baseline_model_uri=models["baseline"].uri,
@@ -348,34 +341,27 @@ def test_report_accuracies_and_decision_are_tfmas(tiny_run, report_data):
         assert metrics["example_count"] == len(tiny_run.labels)
 
 
-def test_per_class_metrics_and_confusion_matrices_are_tfmas(tiny_run, report_data):
-    tfma_values = _tfma_overall_values(tiny_run.inputs.evaluation_uri)
+def test_confusion_matrices_are_tfmas_and_per_class_metrics_are_read_off_them(tiny_run, report_data):
+    """The pipeline's EvalConfig has TFMA compute the confusion matrix (no per-class metrics): the report's
+    precision, recall and support per class are the models' own on the eval images, read off its counts."""
     labels = np.array(tiny_run.labels)
     model_uris = {"candidate": tiny_run.inputs.candidate_model_uri, "baseline": tiny_run.inputs.baseline_model_uri}
     for role, model_uri in model_uris.items():
         model = report_data["models"][role]
-        assert model["per_class_source"] == "TFMA precision and recall metrics"
-        for class_id, row in enumerate(model["per_class"]):
-            for metric in ("precision", "recall"):
-                value = tfma_values[(role, metric, class_id, False)]
-                assert row[metric] == (None if np.isnan(value) else value)
         predicted = _predictions(model_uri, tiny_run.images).argmax(axis=1)
         expected_matrix = [[float(np.sum((labels == actual) & (predicted == guess))) for guess in range(4)]
                            for actual in range(4)]
         assert model["confusion_matrix"] == expected_matrix
+        assert model["per_class_source"] == "TFMA confusion matrix counts"
+        for class_id, row in enumerate(model["per_class"]):
+            right = np.sum((labels == class_id) & (predicted == class_id))
+            predicted_as = np.sum(predicted == class_id)
+            assert row["support"] == np.sum(labels == class_id)
+            assert row["recall"] == pytest.approx(right / np.sum(labels == class_id))
+            assert row["precision"] == (None if predicted_as == 0 else pytest.approx(right / predicted_as))
     assert report_data["models"]["baseline"]["per_class"][0]["precision"] is None  # never predicts red
     assert report_data["models"]["baseline"]["per_class"][0]["recall"] == 0.0
-
-
-def test_per_class_metrics_read_off_the_confusion_matrix_equal_tfmas_own(tiny_run, report_data):
-    evaluation = read_evaluation(tiny_run.inputs.evaluation_uri)
-    for role in ("candidate", "baseline"):
-        results = dataclasses.replace(evaluation.models[role], per_class={})
-        derived = per_class_metrics(results, report_data["models"][role]["confusion_matrix"], CLASS_NAMES)
-        assert derived["per_class_source"] == "TFMA confusion matrix counts"
-        for derived_row, tfma_row in zip(derived["per_class"], report_data["models"][role]["per_class"]):
-            for metric in ("precision", "recall", "support"):
-                assert derived_row[metric] == pytest.approx(tfma_row[metric], abs=1e-12)
+    assert report_data["models"]["candidate"]["per_class"][0]["precision"] is not None
 
 
 def test_expected_calibration_error_matches_the_predictions(tiny_run, report_data):
@@ -511,10 +497,6 @@ def test_without_augmented_views_the_pretraining_section_says_so_in_one_line(rep
     assert "data:image/png" not in re.search(r'<section id="pretraining">(.*?)</section>', page, re.DOTALL).group(1)
     older = {key: value for key, value in report_data.items() if key != "augmented_views"}  # older report data
     assert 'id="augmented-views" class="note"' in render_html(older)
-
-
-def test_the_report_reads_the_augmented_views_by_the_name_the_pretrainer_writes():
-    assert AUGMENTED_VIEWS_FILE == encoder_artifact.AUGMENTED_VIEWS_FILE
 
 
 def test_classifier_training_charts_mark_the_phases_on_the_epoch_axis(report_data):
@@ -674,7 +656,7 @@ def test_executor_writes_report_and_data_into_the_artifact(tiny_run, report_data
     with open(os.path.join(tiny_run.report_uri, report_executor.REPORT_DATA_FILE)) as handle:
         written = json.load(handle)
     assert written == json.loads(json.dumps(report_data))
-    with open(os.path.join(tiny_run.report_uri, report_executor.REPORT_FILE)) as handle:
+    with open(os.path.join(tiny_run.report_uri, contract.REPORT_FILE)) as handle:
         assert handle.read() == render_html(written)
 
 
@@ -700,17 +682,12 @@ def test_render_report_for_run_needs_a_run_folder(tmp_path):
         render_report_for_run(str(tmp_path))
 
 
-def test_eval_config_adds_report_metrics_and_per_class_metrics_only_with_a_class_count():
-    without_classes = build_eval_config(RULE)
-    with_classes = build_eval_config(RULE, num_classes=3)
-    assert len(with_classes.metrics_specs) == len(without_classes.metrics_specs) + 1
-    per_class = with_classes.metrics_specs[-1]
-    assert list(per_class.binarize.class_ids.values) == [0, 1, 2]
-    names = {metric.class_name for spec in without_classes.metrics_specs for metric in spec.metrics}
+def test_eval_config_adds_the_report_metrics():
+    eval_config = build_eval_config(RULE)
+    names = {metric.class_name for spec in eval_config.metrics_specs for metric in spec.metrics}
     assert {"SparseCategoricalAccuracy", "SparseTopKCategoricalAccuracy", "MultiClassConfusionMatrixPlot",
             "CalibrationPlot", "ExampleCount"} <= names
-    with pytest.raises(ValueError, match="num_classes must be at least 2"):
-        build_eval_config(RULE, num_classes=1)
+    assert not any(spec.binarize.class_ids.values for spec in eval_config.metrics_specs)  # per class: the matrix
 
 
 def test_report_and_summary_show_the_uncertainty_of_the_difference(tiny_run, tmp_path):

@@ -3,7 +3,6 @@
 import os
 from typing import Any, Dict, List
 
-from absl import logging
 from tfx import types
 from tfx.components.evaluator import constants
 from tfx.components.util.model_utils import is_model_blessed
@@ -13,6 +12,9 @@ from tfx.utils import io_utils
 
 from components.blessing_gate.gate import gate_blesses
 from components.paired_comparison.comparison import read_comparison
+from trainer import log
+
+LOG = log.get(__name__)
 
 BLESSING_KEYS = ("baseline_blessing", "production_blessing")
 
@@ -33,7 +35,7 @@ class Executor(base_executor.BaseExecutor):
         significance = ("" if comparison is None else
                         f", difference {comparison['difference']:+.4f} with McNemar p={comparison['p_value']:.4g} "
                         f"(significant improvement required at {comparison['significance_level']:g})")
-        logging.info("BlessingGate: %s%s -> %s", {key: is_model_blessed(value) for key, value in blessings.items()},
+        LOG.info("BlessingGate: %s%s -> %s", {key: is_model_blessed(value) for key, value in blessings.items()},
                      significance, "BLESSED" if blessed else "NOT BLESSED")
         output = artifact_utils.get_single_instance(output_dict["blessing"])
         marker = constants.BLESSED_FILE_NAME if blessed else constants.NOT_BLESSED_FILE_NAME

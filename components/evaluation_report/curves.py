@@ -10,15 +10,28 @@ epoch's logs only every `training.monitor_every_epochs` epochs (epochs m, 2m, 3m
 import dataclasses
 from typing import Dict, List, Optional, Sequence, Tuple
 
-PRETRAIN_PHASE = "pretrain"
-KNN_KEY = f"{PRETRAIN_PHASE}/knn_accuracy"
-PROBE_KEY = f"{PRETRAIN_PHASE}/probe_accuracy"
+from trainer.contract import (
+    BASELINE_ROLE,
+    CANDIDATE_ROLE,
+    DISTILL_PHASE,
+    FINETUNE_PHASE,
+    FIXMATCH_PHASE,
+    LINEAR_PHASE,
+    MATCHED_PHASE,
+    PRETRAIN_PHASE,
+    SUPERVISED_PHASE,
+    history_key,
+)
+
+KNN_KEY = history_key(PRETRAIN_PHASE, "knn_accuracy")
+PROBE_KEY = history_key(PRETRAIN_PHASE, "probe_accuracy")
 # (history prefix, what the phase trains), in the order each Trainer runs them (trainer/finetune.py,
-# trainer/fixmatch.py, trainer/distill.py; the baseline's `matched` phase is finetune.MATCHED_PHASE).
+# trainer/fixmatch.py, trainer/distill.py).
 TRAINING_PHASES = {
-    "candidate": (("linear", "linear head"), ("finetune", "whole network"), ("fixmatch", "FixMatch"),
-                  ("distill", "distillation")),
-    "baseline": (("supervised", "whole network"), ("matched", "as many labeled batches as FixMatch/distillation")),
+    CANDIDATE_ROLE: ((LINEAR_PHASE, "linear head"), (FINETUNE_PHASE, "whole network"), (FIXMATCH_PHASE, "FixMatch"),
+                     (DISTILL_PHASE, "distillation")),
+    BASELINE_ROLE: ((SUPERVISED_PHASE, "whole network"),
+                    (MATCHED_PHASE, "as many labeled batches as FixMatch/distillation")),
 }
 
 
@@ -49,7 +62,7 @@ class KnnEpochs:
 
 def phase_epochs(history: Dict[str, Sequence[float]], phase: str) -> int:
     """The number of epochs `phase` ran: its longest curve (the kNN accuracy may have fewer values)."""
-    return max((len(values) for key, values in history.items() if key.startswith(phase + "/")), default=0)
+    return max((len(values) for key, values in history.items() if key.startswith(history_key(phase, ""))), default=0)
 
 
 def training_phases(history: Dict[str, Sequence[float]], role: str) -> List[Phase]:
@@ -81,7 +94,7 @@ def phase_curve(history: Dict[str, Sequence[float]], phases: Sequence[Phase],
     values: List[float] = []
     for phase in phases:
         metric = metric_of_phase.get(phase.name)
-        recorded = list(history.get(f"{phase.name}/{metric}", [])) if metric else []
+        recorded = list(history.get(history_key(phase.name, metric), [])) if metric else []
         epochs += list(range(phase.first_epoch, phase.first_epoch + len(recorded)))
         values += recorded
     return epochs, values

@@ -15,8 +15,14 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from components.image_example_gen.sources import IMAGE_FEATURE, LABEL_FEATURE, PATH_FEATURE
-from components.paired_comparison.comparison import CLASS_IDS_OUTPUT, SERVING_SIGNATURE
+from trainer.contract import (
+    CLASS_IDS_OUTPUT,
+    IMAGE_FEATURE,
+    LABEL_FEATURE,
+    PATH_FEATURE,
+    SERVING_SIGNATURE,
+    SPLIT_FOLDER_PREFIX,
+)
 
 EXAMINED_EXAMPLES = 500
 SHOWN_PER_MODEL = 24
@@ -26,7 +32,7 @@ _BATCH_SIZE = 128
 
 def split_files(examples_uri: str, split: str) -> List[str]:
     """The gzip TFRecord files of one split of an Examples folder (TFX's `Split-<name>` layout)."""
-    return sorted(tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*")))
+    return sorted(tf.io.gfile.glob(os.path.join(examples_uri, SPLIT_FOLDER_PREFIX + split, "*")))
 
 
 def images_per_class(example_files: List[str], class_names: List[str]) -> Dict[str, int]:

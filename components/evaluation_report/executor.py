@@ -11,12 +11,11 @@ from tfx.types import artifact_utils
 
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
-from components.production_model.executor import pushed_production_model
+from components.evaluation_report.run_outputs import pushed_destination, pushed_production_model
+from trainer import contract
 
-REPORT_FILE = "report.html"
 REPORT_DATA_FILE = "report_data.json"
-# The Pusher's custom properties on its PushedModel output.
-PUSHED_PROPERTY, PUSHED_DESTINATION_PROPERTY = "pushed", "pushed_destination"
+DECISION_PROPERTY = "decision"  # the report artifact's custom property: the decision's sentence
 
 
 class Executor(base_executor.BaseExecutor):
@@ -32,9 +31,9 @@ class Executor(base_executor.BaseExecutor):
             candidate_model_uri=artifact_utils.get_single_uri(input_dict["candidate_model"]),
             baseline_model_uri=artifact_utils.get_single_uri(input_dict["baseline_model"]),
             ingest_report_uri=artifact_utils.get_single_uri(input_dict["ingest_report"]),
-            pushed_to=pushed_destination(input_dict.get("pushed_model", [])),
+            pushed_to=pushed_destination(_mlmd_artifacts(input_dict, "pushed_model")),
             production_evaluation_uri=_optional_uri(input_dict.get("production_evaluation", [])),
-            production_model=pushed_production_model(input_dict.get("production_model", [])),
+            production_model=pushed_production_model(_mlmd_artifacts(input_dict, "production_model")),
             comparison_uri=_optional_uri(input_dict.get("comparison", [])),
             pretrained_model_uri=_optional_uri(input_dict.get("pretrained_model", [])),
             examples_uri=_optional_uri(input_dict.get("examples", [])),
@@ -42,19 +41,16 @@ class Executor(base_executor.BaseExecutor):
         report = artifact_utils.get_single_instance(output_dict["report"])
         data = collect_report_data(inputs)
         write_report_files(data, report.uri)
-        report.set_string_custom_property("decision", data["decision"]["text"])
+        report.set_string_custom_property(DECISION_PROPERTY, data["decision"]["text"])
 
 
 def _optional_uri(artifacts: List[types.Artifact]) -> Optional[str]:
     return artifacts[0].uri if artifacts else None
 
 
-def pushed_destination(pushed_models: List[types.Artifact]) -> Optional[str]:
-    """Where the Pusher copied the model, or None when it pushed nothing (or did not run)."""
-    for pushed_model in pushed_models:
-        if pushed_model.get_int_custom_property(PUSHED_PROPERTY):
-            return pushed_model.get_string_custom_property(PUSHED_DESTINATION_PROPERTY)
-    return None
+def _mlmd_artifacts(input_dict: Dict[str, List[types.Artifact]], key: str):
+    """The MLMD protos of an optional input (what pipeline/results reads from MLMD for a finished run)."""
+    return [artifact.mlmd_artifact for artifact in input_dict.get(key, [])]
 
 
 def write_report_files(data: Dict[str, Any], folder: str) -> str:
@@ -62,7 +58,7 @@ def write_report_files(data: Dict[str, Any], folder: str) -> str:
     tf.io.gfile.makedirs(folder)
     with tf.io.gfile.GFile(os.path.join(folder, REPORT_DATA_FILE), "w") as handle:
         json.dump(data, handle, indent=1)
-    report_path = os.path.join(folder, REPORT_FILE)
+    report_path = os.path.join(folder, contract.REPORT_FILE)
     with tf.io.gfile.GFile(report_path, "w") as handle:
         handle.write(render_html(data))
     return report_path

@@ -17,7 +17,6 @@ import jinja2
 
 from components.evaluation_report.curves import (
     KNN_KEY,
-    PRETRAIN_PHASE,
     PROBE_KEY,
     knn_check_epochs,
     phase_curve,
@@ -27,17 +26,31 @@ from components.evaluation_report.curves import (
 from components.evaluation_report.decision import p_value_text
 from components.evaluation_report.svg_chart import Band, Series, line_chart
 from components.paired_comparison.statistics import significantly_better
+from trainer.contract import (
+    ACCURACY_METRIC,
+    BASELINE_ROLE,
+    CANDIDATE_ROLE,
+    DISTILL_PHASE,
+    FIXMATCH_PHASE,
+    PRETRAIN_PHASE,
+    PRETRAINER_ROLE,
+    SEMI_SUPERVISED_PHASES,
+    history_key,
+)
 
 TEMPLATE = "report.html.j2"
-ROLES = ("candidate", "baseline")
-ROLE_COLORS = {"candidate": "#1f77b4", "baseline": "#d95f02"}
+ROLES = (CANDIDATE_ROLE, BASELINE_ROLE)
+ROLE_COLORS = {CANDIDATE_ROLE: "#1f77b4", BASELINE_ROLE: "#d95f02"}
 PROBE_COLOR = "#7570b3"
+PRETRAIN_LOSS_KEY = history_key(PRETRAIN_PHASE, "loss")
 # history key -> (name, what it shows) of the method's collapse signal (trainer/methods.py).
 COLLAPSE_SIGNALS = {
-    "pretrain/output_std": ("output std", "SimSiam/BYOL: the spread of the normalized outputs; near 0 means "
-                            "the representation collapsed to a constant"),
-    "pretrain/contrastive_accuracy": ("contrastive accuracy", "SimCLR: how often an image's other view is its "
-                                      "most similar one in the batch; stuck near chance means no learning"),
+    history_key(PRETRAIN_PHASE, "output_std"): (
+        "output std", "SimSiam/BYOL: the spread of the normalized outputs; near 0 means the representation "
+        "collapsed to a constant"),
+    history_key(PRETRAIN_PHASE, "contrastive_accuracy"): (
+        "contrastive accuracy", "SimCLR: how often an image's other view is its most similar one in the batch; "
+        "stuck near chance means no learning"),
 }
 # The fine-tuning charts' metric in each phase: the semi-supervised phases' cross-entropy on the labeled batch
 # is `labeled_loss` (their `loss` adds the soft-target or pseudo-label term); every phase's eval metrics are `val_*`.
@@ -46,12 +59,26 @@ FINETUNE_CURVES = {
     "loss": {"train": "loss", "validation": "val_loss"},
 }
 SEMI_SUPERVISED_TRAIN_METRIC = {"loss": "labeled_loss"}
-SEMI_SUPERVISED_PHASES = ("fixmatch", "distill")
-FIXMATCH_LOSSES = (("loss", "total"), ("unlabeled_loss", "pseudo-labels (strong views)"),
-                   ("labeled_loss", "labels (cross-entropy)"))
-DISTILL_LOSSES = (("loss", "total"), ("distillation_loss", "soft targets (teacher)"),
-                  ("labeled_loss", "labels (cross-entropy)"))
-METRIC_LABELS = {"sparse_categorical_accuracy": "accuracy", "example_count": "examples"}
+LOSS_COLORS = ("#222222", "#1b9e77", "#e7298a")  # the total (dashed), the unlabeled images' term, the labels' term
+# The charts of a semi-supervised stage (trainer/fixmatch.py, trainer/distill.py): what its epochs are called,
+# its loss chart's title and (metric, label) terms, and the chart of its per-epoch signal on the unlabeled images.
+STAGE_CHARTS = {
+    FIXMATCH_PHASE: {
+        "epoch": "FixMatch epoch", "loss_title": "FixMatch loss",
+        "losses": (("loss", "total"), ("unlabeled_loss", "pseudo-labels (strong views)"),
+                   ("labeled_loss", "labels (cross-entropy)")),
+        "signal": ("confident_fraction", "FixMatch: unlabeled images with a pseudo-label",
+                   "share above the confidence threshold", "share"),
+    },
+    DISTILL_PHASE: {
+        "epoch": "distillation epoch", "loss_title": "Distillation loss",
+        "losses": (("loss", "total"), ("distillation_loss", "soft targets (teacher)"),
+                   ("labeled_loss", "labels (cross-entropy)")),
+        "signal": ("teacher_agreement", "Distillation: agreement with the teacher",
+                   "student's class = teacher's (unlabeled images)", "agreement"),
+    },
+}
+METRIC_LABELS = {ACCURACY_METRIC: "accuracy", "example_count": "examples"}
 COUNT_METRICS = {"example_count"}
 TOP_K_METRIC = re.compile(r"^top_(\d+)_accuracy$")
 SKIPPED_SHOWN = 100
@@ -70,7 +97,7 @@ def render_html(data: Dict[str, Any]) -> str:
         "per_class": _per_class_rows(data),
         "confusion": _confusion_tables(data),
         "misclassified": _misclassified(data),
-        "pretraining": _pretraining(histories["candidate"], settings),
+        "pretraining": _pretraining(histories[CANDIDATE_ROLE], settings),
         "augmented_views": _augmented_views(data.get("augmented_views")),
         "finetuning": _finetuning(histories),
         "data_view": _data_view(data),
@@ -225,7 +252,7 @@ def _chart(title: str, series: List[Series], x_label: str, y_label: str, bands=(
 
 def _monitor_every(settings: Dict[str, Any]) -> Optional[int]:
     """training.monitor_every_epochs from the Trainer settings that ran the pretraining, when recorded."""
-    for role in ("pretrainer", "candidate"):
+    for role in (PRETRAINER_ROLE, CANDIDATE_ROLE):
         value = (settings.get(role) or {}).get("monitor_every_epochs")
         if isinstance(value, int):
             return value
@@ -234,11 +261,11 @@ def _monitor_every(settings: Dict[str, Any]) -> Optional[int]:
 
 def _pretraining(history: Dict[str, List[float]], settings: Dict[str, Any]) -> Dict[str, Any]:
     """The pretraining charts, every one against the epoch: loss; kNN and online probe accuracy; collapse."""
-    color = ROLE_COLORS["candidate"]
+    color = ROLE_COLORS[CANDIDATE_ROLE]
     epochs = phase_epochs(history, PRETRAIN_PHASE)
     charts, notes = [], []
-    if "pretrain/loss" in history:
-        charts.append(_chart("Pretraining loss", [Series("candidate", history["pretrain/loss"], color)],
+    if PRETRAIN_LOSS_KEY in history:
+        charts.append(_chart("Pretraining loss", [Series(CANDIDATE_ROLE, history[PRETRAIN_LOSS_KEY], color)],
                              "epoch", "loss"))
     quality = []
     knn = None
@@ -262,7 +289,7 @@ def _pretraining(history: Dict[str, List[float]], settings: Dict[str, Any]) -> D
                      "each epoch's batches, every epoch (it does not shape the encoder).")
     for key, (name, meaning) in COLLAPSE_SIGNALS.items():
         if key in history:
-            charts.append(_chart(f"Collapse signal: {name}", [Series("candidate", history[key], color)],
+            charts.append(_chart(f"Collapse signal: {name}", [Series(CANDIDATE_ROLE, history[key], color)],
                                  "epoch", name))
             notes.append(f"Collapse signal, {meaning}.")
     return {"charts": charts, "notes": notes, "epochs": epochs,
@@ -291,7 +318,7 @@ def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
     FixMatch's objective and share of pseudo-labelled images, and the distillation objective and the teacher
     agreement, when the candidate had those stages."""
     phases = {role: training_phases(histories[role], role) for role in ROLES}
-    bands = [Band(phase.label, phase.first_epoch, phase.last_epoch) for phase in phases["candidate"]]
+    bands = [Band(phase.label, phase.first_epoch, phase.last_epoch) for phase in phases[CANDIDATE_ROLE]]
     charts = []
     for metric, keys in FINETUNE_CURVES.items():
         series = []
@@ -307,30 +334,25 @@ def _finetuning(histories: Dict[str, Dict[str, List[float]]]) -> Dict[str, Any]:
                                          x=epochs))
         if series:
             charts.append(_chart(f"Classifier training {metric}", series, "epoch", metric, bands=bands))
-    candidate = histories["candidate"]
-    fixmatch_charts = []
-    losses = [Series(label, candidate[f"fixmatch/{key}"], color, dashed=(key == "loss"))
-              for (key, label), color in zip(FIXMATCH_LOSSES, ("#222222", "#1b9e77", "#e7298a"))
-              if candidate.get(f"fixmatch/{key}")]
+    candidate = histories[CANDIDATE_ROLE]
+    return {"charts": charts, "fixmatch_charts": _stage_charts(FIXMATCH_PHASE, candidate),
+            "distill_charts": _stage_charts(DISTILL_PHASE, candidate), "phases": phases}
+
+
+def _stage_charts(phase: str, history: Dict[str, List[float]]) -> List[Dict[str, str]]:
+    """A semi-supervised stage's charts (STAGE_CHARTS) from the candidate's history: its loss terms, and its
+    signal on the unlabeled images; none for a stage that did not run."""
+    stage = STAGE_CHARTS[phase]
+    charts = []
+    losses = [Series(label, history[history_key(phase, key)], color, dashed=(key == "loss"))
+              for (key, label), color in zip(stage["losses"], LOSS_COLORS) if history.get(history_key(phase, key))]
     if losses:
-        fixmatch_charts.append(_chart("FixMatch loss", losses, "FixMatch epoch", "loss"))
-    if candidate.get("fixmatch/confident_fraction"):
-        fixmatch_charts.append(_chart(
-            "FixMatch: unlabeled images with a pseudo-label",
-            [Series("share above the confidence threshold", candidate["fixmatch/confident_fraction"],
-                    ROLE_COLORS["candidate"])], "FixMatch epoch", "share"))
-    distill_charts = []
-    losses = [Series(label, candidate[f"distill/{key}"], color, dashed=(key == "loss"))
-              for (key, label), color in zip(DISTILL_LOSSES, ("#222222", "#1b9e77", "#e7298a"))
-              if candidate.get(f"distill/{key}")]
-    if losses:
-        distill_charts.append(_chart("Distillation loss", losses, "distillation epoch", "loss"))
-    if candidate.get("distill/teacher_agreement"):
-        distill_charts.append(_chart(
-            "Distillation: agreement with the teacher",
-            [Series("student's class = teacher's (unlabeled images)", candidate["distill/teacher_agreement"],
-                    ROLE_COLORS["candidate"])], "distillation epoch", "agreement"))
-    return {"charts": charts, "fixmatch_charts": fixmatch_charts, "distill_charts": distill_charts, "phases": phases}
+        charts.append(_chart(stage["loss_title"], losses, stage["epoch"], "loss"))
+    key, title, label, y_label = stage["signal"]
+    if history.get(history_key(phase, key)):
+        charts.append(_chart(title, [Series(label, history[history_key(phase, key)], ROLE_COLORS[CANDIDATE_ROLE])],
+                             stage["epoch"], y_label))
+    return charts
 
 
 def _listed(rows: Optional[List[Any]]) -> Optional[Dict[str, Any]]:
@@ -382,7 +404,7 @@ def _setting_text(value: Any) -> str:
 
 def _settings_rows(settings: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """One row per setting, one column per Trainer that recorded its settings; None when none did."""
-    roles = [role for role in ("pretrainer", "candidate", "baseline") if settings.get(role)]
+    roles = [role for role in (PRETRAINER_ROLE, CANDIDATE_ROLE, BASELINE_ROLE) if settings.get(role)]
     if not roles:
         return None
     names = sorted({name for role in roles for name in settings[role]})

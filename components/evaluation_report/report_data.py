@@ -1,14 +1,15 @@
-"""Collects everything the report shows, as one JSON-ready dict (written as report_data.json).
+"""The result model of a run: everything the report shows and summary.json projects, as one JSON-ready dict
+(written as report_data.json beside report.html).
 
-Inputs are folders, so this runs the same inside the component and on an existing run:
-the Evaluator's TFMA output and blessing, the Trainers' model folders (history.json),
-ImageExampleGen's ingest report and, when given, its examples (both models then predict eval images
-for the misclassified grid), and PairedComparison's comparison.json.
+Inputs are folders, so this runs the same inside the component and on an existing run (pipeline/results):
+the Evaluator's TFMA output and blessing, the Trainers' model folders (history.json), ImageExampleGen's
+ingest report and, when given, its examples (both models then predict eval images for the misclassified
+grid), ProductionEvaluator's TFMA output and PairedComparison's comparison.json. The decision (its numbers,
+its rule and its sentence) is derived here once, from TFMA's thresholds; summary.json takes it from here.
 """
 
 import base64
 import dataclasses
-import importlib.metadata
 import json
 import os
 from typing import Any, Dict, List, Optional
@@ -28,31 +29,27 @@ from components.evaluation_report.tfma_output import (
     describe_threshold,
     read_evaluation,
 )
-from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
 from components.paired_comparison.comparison import significance_summary
+from trainer import contract, versions
 
-# Written by each Trainer (trainer/run.py) beside Format-Serving, in the Model artifact folder.
-HISTORY_FILE = "history.json"
-# Written by the Pretrainer (trainer/encoder_artifact.py AUGMENTED_VIEWS_FILE) beside its history.json:
-# rows of an image as decoded, its first and its second augmented view; absent in older runs and without pretraining.
-AUGMENTED_VIEWS_FILE = "augmented_views.png"
-# The key of a Trainer's settings in its history.json, when it records them.
-TRAINER_SETTINGS_KEY = "config"
-PER_CLASS_METRICS = ("precision", "recall")
-# The distributions whose versions the report shows, as importlib.metadata names them.
-VERSIONED_PACKAGES = ("selfsup", "tfx", "tensorflow", "keras", "tensorflow-model-analysis")
 # The ingest report's fields the report shows; those added later are None in an older run's report.
 INGEST_FIELDS = ("source", "location", "splits", "skipped", "input", "eval_per_class", "eval_duplicates",
                  "ignored_non_image_files", "links_not_followed")
+# A Trainer's history.json: its curves, its timings (seconds per part) and the labeled images it trained on.
+HISTORY_CURVES_KEY, HISTORY_TIMINGS_KEY, LABELED_TRAIN_IMAGES_KEY = "history", "timings", "labeled_train_images"
+# ReportInputs fields the report cannot do without (summary.json of a run that stopped early has fewer).
+PER_CLASS_SOURCE = "TFMA confusion matrix counts"
+REQUIRED_INPUTS = ("evaluation_uri", "blessing_uri", "candidate_model_uri", "baseline_model_uri", "ingest_report_uri")
 
 
 @dataclasses.dataclass(frozen=True)
 class ReportInputs:
-    """Where the report's inputs are.
+    """Where the report's inputs are; None: the run has no such output (the report needs REQUIRED_INPUTS).
 
     Attributes:
       evaluation_uri: the Evaluator's ModelEvaluation folder (TFMA output).
-      blessing_uri: the Evaluator's ModelBlessing folder (holds a BLESSED or NOT_BLESSED file).
+      blessing_uri: the ModelBlessing folder the Pusher used (holds a BLESSED or NOT_BLESSED file): the
+        Evaluator's, or BlessingGate's with evaluation.compare_to_pushed or require_significant.
       candidate_model_uri: the candidate Trainer's Model folder (holds history.json).
       baseline_model_uri: the baseline Trainer's Model folder (holds history.json).
       ingest_report_uri: ImageExampleGen's IngestReport folder (holds ingest_report.json).
@@ -68,11 +65,11 @@ class ReportInputs:
         None without it.
     """
 
-    evaluation_uri: str
-    blessing_uri: str
-    candidate_model_uri: str
-    baseline_model_uri: str
-    ingest_report_uri: str
+    evaluation_uri: Optional[str] = None
+    blessing_uri: Optional[str] = None
+    candidate_model_uri: Optional[str] = None
+    baseline_model_uri: Optional[str] = None
+    ingest_report_uri: Optional[str] = None
     pushed_to: Optional[str] = None
     production_evaluation_uri: Optional[str] = None
     production_model: Optional[str] = None
@@ -82,30 +79,69 @@ class ReportInputs:
 
 
 def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
-    """The decision, both models' metrics, the training histories and settings, the data counts, the
-    misclassified eval images (with `examples_uri`) and the versions of the software that collects them.
+    """The result model for the report: collect_run_data with every input the report needs.
 
     Raises:
-      ValueError: an input file is missing, or the evaluation is not one the report can explain
-        (not one candidate and one baseline, thresholds on more than one metric, class ids
-        outside the class list).
+      ValueError: an input the report needs is None, or as collect_run_data.
     """
+    missing = [field for field in REQUIRED_INPUTS if getattr(inputs, field) is None]
+    if missing:
+        raise ValueError(f"the report needs {', '.join(missing)}")
+    return collect_run_data(inputs)
+
+
+def collect_run_data(inputs: ReportInputs, strict: bool = True) -> Dict[str, Any]:
+    """The decision, both models' metrics, the training histories, timings and settings, the data counts, the
+    misclassified eval images (with `examples_uri`) and the versions of the software that collects them.
+
+    A part whose input is None is None (no evaluation: no decision, thresholds, failures or models; no ingest
+    report: no class names or data); `strict=False` treats a missing file the same way (summary.json of a run
+    that stopped early), else it raises.
+
+    Raises:
+      ValueError: an input file is missing (strict), or the evaluation is not one the report can explain
+        (not one candidate and one baseline, thresholds on more than one metric, class ids outside the
+        class list, no ingest report or Trainer history beside it).
+    """
+    ingest = _read_json(inputs.ingest_report_uri, contract.INGEST_REPORT_FILE, strict)
+    records = {role: _read_json(uri, contract.HISTORY_FILE, strict) for role, uri in (
+        (contract.PRETRAINER_ROLE, inputs.pretrained_model_uri), (contract.CANDIDATE_ROLE, inputs.candidate_model_uri),
+        (contract.BASELINE_ROLE, inputs.baseline_model_uri))}
+    pretraining = records[contract.PRETRAINER_ROLE]
+    histories = {role: records[role] for role in (contract.CANDIDATE_ROLE, contract.BASELINE_ROLE) if records[role]}
+    if pretraining and contract.CANDIDATE_ROLE in histories:  # the candidate's pretraining ran in the Pretrainer
+        candidate = histories[contract.CANDIDATE_ROLE]
+        histories[contract.CANDIDATE_ROLE] = dict(candidate, **{HISTORY_CURVES_KEY: dict(
+            pretraining[HISTORY_CURVES_KEY], **candidate[HISTORY_CURVES_KEY])})
+    class_names = ingest["class_names"] if ingest else None
+    data: Dict[str, Any] = {"decision": None, "thresholds": None, "failures": None, "class_names": class_names,
+                            "models": None}
+    if inputs.evaluation_uri is not None:
+        data.update(_evaluation_data(inputs, histories, class_names))
+    data.update({
+        "histories": {role: record[HISTORY_CURVES_KEY] for role, record in histories.items()},
+        "settings": {role: (record or {}).get(contract.HISTORY_SETTINGS_KEY) for role, record in records.items()},
+        "timings": {role: record.get(HISTORY_TIMINGS_KEY) for role, record in records.items() if record},
+        "labeled_train_images": (records[contract.CANDIDATE_ROLE] or {}).get(LABELED_TRAIN_IMAGES_KEY),
+        "augmented_views": _augmented_views(inputs.pretrained_model_uri, pretraining),
+        "data": {key: ingest.get(key) for key in INGEST_FIELDS} if ingest else None,
+        "examples": _examples_data(inputs, class_names),
+        "versions": versions.package_versions(),
+        "sources": dataclasses.asdict(inputs),
+    })
+    return data
+
+
+def _evaluation_data(inputs: ReportInputs, histories: Dict[str, Dict[str, Any]],
+                     class_names: Optional[List[str]]) -> Dict[str, Any]:
+    """The decision, the thresholds and failures and both models' metrics, from TFMA's output."""
+    if class_names is None or set(histories) != {contract.CANDIDATE_ROLE, contract.BASELINE_ROLE}:
+        raise ValueError("the evaluation cannot be explained without the ingest report and both Trainers' history")
     evaluation = read_evaluation(inputs.evaluation_uri)
-    ingest = _read_json(os.path.join(inputs.ingest_report_uri, INGEST_REPORT_FILE))
-    histories = {
-        "candidate": _read_json(os.path.join(inputs.candidate_model_uri, HISTORY_FILE)),
-        "baseline": _read_json(os.path.join(inputs.baseline_model_uri, HISTORY_FILE)),
-    }
-    pretraining = None
-    if inputs.pretrained_model_uri:  # the candidate's pretraining happened in the Pretrainer step
-        pretraining = _read_json(os.path.join(inputs.pretrained_model_uri, HISTORY_FILE))
-        histories["candidate"] = dict(histories["candidate"],
-                                      history=dict(pretraining["history"], **histories["candidate"]["history"]))
-    records = {"pretrainer": pretraining, **histories}
-    class_names = ingest["class_names"]
-    blessed = tf.io.gfile.exists(os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
+    blessed = inputs.blessing_uri is not None and tf.io.gfile.exists(
+        os.path.join(inputs.blessing_uri, evaluator_constants.BLESSED_FILE_NAME))
     return {
-        "decision": _decision(evaluation, histories["candidate"]["method"], blessed, inputs.pushed_to,
+        "decision": _decision(evaluation, histories[contract.CANDIDATE_ROLE]["method"], blessed, inputs.pushed_to,
                               _production(inputs), significance_summary(inputs.comparison_uri)),
         "thresholds": [
             {"metric": threshold.metric, "kind": threshold.kind, "required": describe_threshold(threshold.threshold),
@@ -113,43 +149,25 @@ def collect_report_data(inputs: ReportInputs) -> Dict[str, Any]:
             for threshold in evaluation.thresholds
         ],
         "failures": evaluation.failures,
-        "class_names": class_names,
         "models": {
-            "candidate": _model_data(evaluation.candidate, evaluation.models[evaluation.candidate], class_names),
-            "baseline": _model_data(evaluation.baseline, evaluation.models[evaluation.baseline], class_names),
+            role: _model_data(name, evaluation.models[name], class_names)
+            for role, name in ((contract.CANDIDATE_ROLE, evaluation.candidate),
+                               (contract.BASELINE_ROLE, evaluation.baseline))
         },
-        "histories": {role: history["history"] for role, history in histories.items()},
-        "settings": {role: (record or {}).get(TRAINER_SETTINGS_KEY) for role, record in records.items()},
-        "labeled_train_images": histories["candidate"].get("labeled_train_images"),
-        "augmented_views": _augmented_views(inputs.pretrained_model_uri, pretraining),
-        "data": {key: ingest.get(key) for key in INGEST_FIELDS},
-        "examples": _examples_data(inputs, class_names),
-        "versions": package_versions(),
-        "sources": dataclasses.asdict(inputs),
     }
-
-
-def package_versions() -> Dict[str, Optional[str]]:
-    """The installed version of each of VERSIONED_PACKAGES (None when it is not installed)."""
-    versions = {}
-    for name in VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
 
 
 def _examples_data(inputs: ReportInputs, class_names: List[str]) -> Optional[Dict[str, Any]]:
     """Train images per class and both models' misclassified eval images; None without the examples."""
     if inputs.examples_uri is None:
         return None
-    train_files = eval_images.split_files(inputs.examples_uri, "train")
-    eval_files = eval_images.split_files(inputs.examples_uri, "eval")
+    train_files = eval_images.split_files(inputs.examples_uri, contract.TRAIN_SPLIT)
+    eval_files = eval_images.split_files(inputs.examples_uri, contract.EVAL_SPLIT)
     if not eval_files:
         raise ValueError(f"the examples at {inputs.examples_uri} have no eval split files")
     model_dirs = {role: path_utils.serving_model_path(uri)
-                  for role, uri in (("candidate", inputs.candidate_model_uri), ("baseline", inputs.baseline_model_uri))}
+                  for role, uri in ((contract.CANDIDATE_ROLE, inputs.candidate_model_uri),
+                                    (contract.BASELINE_ROLE, inputs.baseline_model_uri))}
     return {
         "train_per_class": eval_images.images_per_class(train_files, class_names) if train_files else None,
         "misclassified": dict(eval_images.misclassified_images(eval_files, model_dirs, class_names),
@@ -163,17 +181,23 @@ def _augmented_views(pretrained_model_uri: Optional[str], pretraining: Optional[
     with (None when not recorded); None when there is no such file."""
     if not pretrained_model_uri:
         return None
-    path = os.path.join(pretrained_model_uri, AUGMENTED_VIEWS_FILE)
+    path = os.path.join(pretrained_model_uri, contract.AUGMENTED_VIEWS_FILE)
     if not tf.io.gfile.exists(path):
         return None
     with tf.io.gfile.GFile(path, "rb") as handle:
         png = base64.b64encode(handle.read()).decode("ascii")
-    settings = (pretraining or {}).get(TRAINER_SETTINGS_KEY) or {}
+    settings = (pretraining or {}).get(contract.HISTORY_SETTINGS_KEY) or {}
     return {"png": png, "pretrain_augment": settings.get("pretrain_augment")}
 
 
-def _read_json(path: str) -> Any:
+def _read_json(folder: Optional[str], name: str, strict: bool) -> Any:
+    """The JSON file `name` in `folder`; None without the folder, or without the file when not strict."""
+    if folder is None:
+        return None
+    path = os.path.join(folder, name)
     if not tf.io.gfile.exists(path):
+        if not strict:
+            return None
         raise ValueError(f"the report needs {path}, which does not exist")
     with tf.io.gfile.GFile(path) as handle:
         return json.load(handle)
@@ -222,12 +246,18 @@ def _decision(evaluation: Evaluation, method: str, blessed: bool, pushed_to: Opt
         "production": production,
         "significance": significance,
     }
-    decision["text"] = decision_sentence(
-        method=method, candidate_accuracy=decision["candidate"], baseline_accuracy=decision["baseline"],
-        min_accuracy=decision["min_value"], margin=decision["margin"], blessed=blessed, pushed_to=pushed_to,
-        production=production, significance=significance,
-    )
+    decision["text"] = decision_text(decision, pushed_to)
     return decision
+
+
+def decision_text(decision: Dict[str, Any], pushed_to: Optional[str]) -> str:
+    """The decision's sentence (decision.decision_sentence) from its numbers, its rule and `pushed_to`: the
+    report's says where the model went; summary.json's says nothing was pushed when the Pusher was cached."""
+    return decision_sentence(
+        method=decision["method"], candidate_accuracy=decision["candidate"], baseline_accuracy=decision["baseline"],
+        min_accuracy=decision["min_value"], margin=decision["margin"], blessed=decision["blessed"],
+        pushed_to=pushed_to, production=decision["production"], significance=decision["significance"],
+    )
 
 
 def _bound(evaluation: Evaluation, kind: str, field: str) -> float:
@@ -245,7 +275,7 @@ def _model_data(name: str, results: ModelResults, class_names: List[str]) -> Dic
         "metrics": results.metrics,
         "expected_calibration_error": expected_calibration_error(results.calibration_buckets),
         "confusion_matrix": matrix,
-        **per_class_metrics(results, matrix, class_names),
+        **per_class_metrics(matrix, class_names),
     }
 
 
@@ -263,29 +293,21 @@ def confusion_matrix(results: ModelResults, class_names: List[str]) -> List[List
     return matrix
 
 
-def per_class_metrics(results: ModelResults, matrix: List[List[float]], class_names: List[str]) -> Dict[str, Any]:
-    """Precision, recall and support per class, and where precision and recall come from.
-
-    TFMA's per-class precision/recall metrics are used when the evaluation has them (the pipeline
-    knew the number of classes); otherwise they are read off TFMA's confusion matrix counts, which
-    is the same definition: precision = diagonal / column sum, recall = diagonal / row sum. A
-    value is None when undefined (no example predicted as, or labelled as, that class).
+def per_class_metrics(matrix: Optional[List[List[float]]], class_names: List[str]) -> Dict[str, Any]:
+    """Precision, recall and support per class, read off TFMA's confusion matrix counts (the pipeline's
+    EvalConfig computes the matrix, not per-class metrics): precision = diagonal / column sum, recall =
+    diagonal / row sum, support = row sum. A value is None when undefined (no example predicted as, or
+    labelled as, that class); everything is None when TFMA computed no matrix.
     """
     if matrix is None:
         return {"per_class": None, "per_class_source": None}
-    from_tfma = all(len(results.per_class.get(name, {})) == len(class_names) for name in PER_CLASS_METRICS)
     rows = []
     for class_id, class_name in enumerate(class_names):
         support = sum(matrix[class_id])
-        if from_tfma:
-            precision, recall = (results.per_class[name][class_id] for name in PER_CLASS_METRICS)
-        else:
-            predicted = sum(row[class_id] for row in matrix)
-            precision = _ratio(matrix[class_id][class_id], predicted)
-            recall = _ratio(matrix[class_id][class_id], support)
-        rows.append({"class_name": class_name, "precision": precision, "recall": recall, "support": support})
-    source = "TFMA precision and recall metrics" if from_tfma else "TFMA confusion matrix counts"
-    return {"per_class": rows, "per_class_source": source}
+        predicted = sum(row[class_id] for row in matrix)
+        rows.append({"class_name": class_name, "precision": _ratio(matrix[class_id][class_id], predicted),
+                     "recall": _ratio(matrix[class_id][class_id], support), "support": support})
+    return {"per_class": rows, "per_class_source": PER_CLASS_SOURCE}
 
 
 def _ratio(numerator: float, denominator: float) -> Optional[float]:

@@ -28,15 +28,13 @@ class ModelResults:
     """One model's overall-slice results.
 
     Attributes:
-      metrics: metric name -> value, for metrics without a sub key.
-      per_class: metric name -> class id -> value, for metrics binarized by class id.
+      metrics: metric name -> value, for metrics without a sub key (metrics with one are not read).
       differences: metric name -> this model's value minus the baseline's (TFMA's diff metrics).
       confusion_counts: (actual class id, predicted class id) -> weighted examples, at threshold 0.
       calibration_buckets: the calibration plot of the top-1 confidence, lowest bucket first.
     """
 
     metrics: Dict[str, float] = dataclasses.field(default_factory=dict)
-    per_class: Dict[str, Dict[int, float]] = dataclasses.field(default_factory=dict)
     differences: Dict[str, float] = dataclasses.field(default_factory=dict)
     confusion_counts: Dict[Tuple[int, int], float] = dataclasses.field(default_factory=dict)
     calibration_buckets: List[CalibrationBucket] = dataclasses.field(default_factory=list)
@@ -166,14 +164,11 @@ def _read_metrics(evaluation_uri: str, models: Dict[str, ModelResults]) -> None:
     for entry in _overall(tfma.load_metrics(evaluation_uri)).metric_keys_and_values:
         key, value = entry.key, _double(entry.value)
         results = models.get(key.model_name)
-        if results is None or not entry.value.HasField("double_value"):
+        if results is None or not entry.value.HasField("double_value") or key.HasField("sub_key"):
             continue
         if key.is_diff:
-            if not key.HasField("sub_key"):
-                results.differences[key.name] = value
-        elif key.sub_key.HasField("class_id"):
-            results.per_class.setdefault(key.name, {})[key.sub_key.class_id.value] = value
-        elif not key.HasField("sub_key"):
+            results.differences[key.name] = value
+        else:
             results.metrics[key.name] = value
 
 

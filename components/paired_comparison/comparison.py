@@ -11,14 +11,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components.image_example_gen.sources import LABEL_FEATURE
 from components.paired_comparison.statistics import SUMMARY_FIELDS, compare_correctness
+from trainer.contract import CLASS_IDS_OUTPUT, LABEL_FEATURE, SERVING_SIGNATURE
 
 COMPARISON_FILE = "comparison.json"
 # Custom properties of the ModelComparison artifact.
 P_VALUE_PROPERTY, DIFFERENCE_PROPERTY, SIGNIFICANT_PROPERTY = "p_value", "difference", "significant"
-# The exported models' signature that takes serialized tf.Examples, and its predicted class output.
-SERVING_SIGNATURE, CLASS_IDS_OUTPUT = "serving_default", "class_ids"
 PREDICT_BATCH_SIZE = 256
 
 

@@ -4,7 +4,6 @@ import os
 from typing import Any, Dict, List
 
 import tensorflow as tf
-from absl import logging
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
@@ -17,8 +16,10 @@ from components.paired_comparison.comparison import (
     compare_models,
     write_comparison,
 )
+from trainer import log
+from trainer.contract import EVAL_SPLIT
 
-EVAL_SPLIT = "eval"
+LOG = log.get(__name__)
 
 
 class Executor(base_executor.BaseExecutor):
@@ -46,6 +47,6 @@ class Executor(base_executor.BaseExecutor):
         output.set_float_custom_property(P_VALUE_PROPERTY, comparison["p_value"])
         output.set_float_custom_property(DIFFERENCE_PROPERTY, comparison["difference"])
         output.set_int_custom_property(SIGNIFICANT_PROPERTY, int(comparison["significant"]))
-        logging.info("PairedComparison: difference %+.4f, %.0f%% interval [%+.4f, %+.4f], McNemar p=%.4g on %d "
+        LOG.info("PairedComparison: difference %+.4f, %.0f%% interval [%+.4f, %+.4f], McNemar p=%.4g on %d "
                      "eval images", comparison["difference"], 100 * comparison["confidence"], comparison["ci_low"],
                      comparison["ci_high"], comparison["p_value"], comparison["eval_images"])

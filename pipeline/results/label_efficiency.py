@@ -16,10 +16,14 @@ import os
 from typing import Any, Dict, List, Sequence
 
 from components.evaluation_report.svg_chart import Series, line_chart
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config
 from pipeline.local_runner import check_before_running, output_paths, run_holding_lock
+from pipeline.results.summary import relative_path, resolve_path
 from pipeline.run_lock import output_lock
-from pipeline.results.summary import SUMMARY_FILE, relative_path, resolve_path
+from trainer import contract, log
+from trainer.hparams import ConfigError
+
+LOG = log.get(__name__)
 
 JSON_FILE, HTML_FILE = "label_efficiency.json", "label_efficiency.html"
 
@@ -47,7 +51,7 @@ def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict
     rows, pretraining = [], []
     with output_lock(os.path.abspath(output_dir)):
         for budget in sorted(set(budgets)):
-            print(f"[selfsup] label budget {budget} per class", flush=True)
+            LOG.info("label budget %d per class", budget)
             results_dir = os.path.join(output_dir, f"labels-{budget}")
             summary = run_holding_lock(budget_config(config, budget), output_paths(output_dir, results_dir))
             timings = summary.get("timings") or {}
@@ -59,11 +63,11 @@ def run_budgets(config: Config, output_dir: str, budgets: Sequence[int]) -> Dict
                 "baseline_accuracy": summary["baseline"]["accuracy"],
                 "blessed": summary["blessed"],
                 "pushed_model": _from_output(summary["pushed_model"], results_dir, output_dir),
-                "pretrainer": (summary.get("components") or {}).get("Pretrainer"),
+                "pretrainer": (summary.get("components") or {}).get(contract.PRETRAINER),
                 "candidate_seconds": (timings.get("candidate") or {}).get("seconds"),
                 "baseline_seconds": (timings.get("baseline") or {}).get("seconds"),
                 "report": _from_output(summary.get("report"), results_dir, output_dir),
-                "summary": _from_output(SUMMARY_FILE, results_dir, output_dir),
+                "summary": _from_output(contract.SUMMARY_FILE, results_dir, output_dir),
             })
     pretrain_seconds = next((entry.get("seconds") for entry in pretraining if entry.get("seconds") is not None), None)
     comparison = {"method": config.training.method, "pretrain_seconds": pretrain_seconds,

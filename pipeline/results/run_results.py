@@ -45,6 +45,12 @@ def run_results(store: mlmd.MetadataStore, pipeline_name: str, run_id: str) -> O
     return results
 
 
+def single_output(results: Dict[str, Dict], component: str, key: str) -> Optional[metadata_store_pb2.Artifact]:
+    """The MLMD artifact of a component's output in the run (run_results), or None."""
+    artifacts = results.get(component, {}).get("outputs", {}).get(key, [])
+    return artifacts[0] if artifacts else None
+
+
 def latest_run_id(store: mlmd.MetadataStore, pipeline_name: str) -> Optional[str]:
     """The id of the newest run of `pipeline_name` (for `selfsup report` on an existing output folder)."""
     pipeline_context = store.get_context_by_type_and_name("pipeline", pipeline_name)

@@ -1,93 +1,51 @@
-"""summary.json: what a run decided and why, read from the run's artifacts (MLMD + TFMA output)."""
+"""summary.json: what a run decided and why, a projection of the run's result model plus the components' states.
+
+The result model is the report's (components/evaluation_report/report_data.collect_run_data): TFMA's output,
+the blessing, the ingest report, the Trainers' histories and the comparisons, read from the artifacts MLMD
+names for the run. The decision and its sentence are the report's (TFMA's thresholds), not derived again.
+"""
 
 import copy
+import dataclasses
 import json
 import os
 from typing import Any, Dict, Optional
 
 import tensorflow as tf
-import tensorflow_model_analysis as tfma
 
-from components.evaluation_report.decision import decision_sentence, production_comparison
-from components.evaluation_report.executor import REPORT_FILE
-from components.evaluation_report.report_data import package_versions
-from components.image_example_gen.fingerprint import FINGERPRINT_PROPERTY
-from components.image_example_gen.ingest import REPORT_FILE as INGEST_REPORT_FILE
-from components.paired_comparison.comparison import significance_summary
-from components.production_model.executor import PATH_PROPERTY, PUSHED, SOURCE_PROPERTY
+from components.evaluation_report.report_data import collect_run_data, decision_text
 from pipeline.config import Config
-from pipeline.evaluation import ACCURACY_METRIC, BASELINE, CANDIDATE, PRODUCTION
-from pipeline.results.run_results import previous_property
+from pipeline.results.report import report_inputs
+from pipeline.results.run_results import previous_property, single_output
+from trainer import contract, log
 
-SUMMARY_FILE = "summary.json"
-REPORT_COMPONENT = "EvaluationReportGen"
-HISTORY_FILE = "history.json"
-INGEST_COMPONENT = "ImageExampleGen"
+LOG = log.get(__name__)
 
 
-def overall_metrics(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
-    """{model name: {metric name: value}} for the overall slice of a TFMA evaluation (no diffs)."""
-    metrics: Dict[str, Dict[str, float]] = {}
-    for slice_metrics in tfma.load_metrics(evaluation_uri):
-        if slice_metrics.slice_key.single_slice_keys:
-            continue
-        for entry in slice_metrics.metric_keys_and_values:
-            if entry.key.is_diff:
-                continue
-            value = entry.value
-            if value.HasField("double_value"):
-                metrics.setdefault(entry.key.model_name, {})[entry.key.name] = value.double_value.value
-    return metrics
-
-
-def single_output(results: Dict[str, Dict], component: str, key: str):
-    """The MLMD artifact of a component's output in the run, or None."""
-    artifacts = results.get(component, {}).get("outputs", {}).get(key, [])
-    return artifacts[0] if artifacts else None
-
-
-def _custom(artifact, name: str):
-    if artifact is None or name not in artifact.custom_properties:
-        return None
-    value = artifact.custom_properties[name]
-    return value.int_value if value.HasField("int_value") else value.string_value
-
-
-def pushed_destination(results: Dict[str, Dict]) -> Optional[str]:
-    """Where the run's Pusher copied the model, or None when it pushed nothing."""
-    pushed = single_output(results, "Pusher", "pushed_model")
-    return _custom(pushed, "pushed_destination") if _custom(pushed, "pushed") else None
-
-
-def production_summary(results: Dict[str, Dict]) -> Optional[Dict[str, Any]]:
-    """The comparison with the model in production (evaluation.compare_to_pushed), or None without one."""
-    evaluation = single_output(results, "ProductionEvaluator", "evaluation")
-    if evaluation is None:
-        return None
-    metrics = overall_metrics(evaluation.uri)
-    candidate, production = (metrics.get(name, {}).get(ACCURACY_METRIC) for name in (CANDIDATE, PRODUCTION))
-    if candidate is None or production is None:
-        return None
-    model = single_output(results, "ProductionModel", "model")
-    pushed = _custom(model, SOURCE_PROPERTY) == PUSHED
-    return dict(
-        production_comparison(candidate_accuracy=candidate, production_accuracy=production,
-                              production_model=_custom(model, PATH_PROPERTY) if pushed else None),
-        passed=bool(_custom(single_output(results, "ProductionEvaluator", "blessing"), "blessed")),
-    )
+def run_data(results: Dict[str, Dict]) -> Dict[str, Any]:
+    """The run's result model, without the misclassified eval images (both models would predict them again);
+    the parts a run that stopped early did not produce are None. An evaluation the report cannot explain
+    leaves the evaluation's parts None (the report component fails on it, and so does the run)."""
+    inputs = report_inputs(results, required=False, examples=False)
+    try:
+        return collect_run_data(inputs, strict=False)
+    except ValueError as error:
+        LOG.warning("summary.json without the evaluation: %s", error)
+        return collect_run_data(dataclasses.replace(inputs, evaluation_uri=None), strict=False)
 
 
 def ingestion_status(results: Dict[str, Dict], store, pipeline_name: str, run_id: Optional[str]) -> Optional[str]:
     """Why ImageExampleGen ran or was reused: the input fingerprint against the previous run's."""
-    example_gen = results.get(INGEST_COMPONENT)
+    example_gen = results.get(contract.IMAGE_EXAMPLE_GEN)
     if example_gen is None:
         return None
     if example_gen["state"] == "CACHED":
         return "reused from the cache: the input files are unchanged since they were ingested"
     if store is None or run_id is None:
         return "ran"
-    fingerprint = example_gen.get("properties", {}).get(FINGERPRINT_PROPERTY)
-    previous = previous_property(store, pipeline_name, INGEST_COMPONENT, FINGERPRINT_PROPERTY, run_id)
+    fingerprint = example_gen.get("properties", {}).get(contract.INPUT_FINGERPRINT_PROPERTY)
+    previous = previous_property(store, pipeline_name, contract.IMAGE_EXAMPLE_GEN,
+                                 contract.INPUT_FINGERPRINT_PROPERTY, run_id)
     if previous is None:
         return "ran: first ingestion into this output folder"
     if previous != fingerprint:
@@ -95,38 +53,44 @@ def ingestion_status(results: Dict[str, Dict], store, pipeline_name: str, run_id
     return "ran: the input files are unchanged, the data settings changed"
 
 
-def training_timings(results: Dict[str, Dict]) -> Dict[str, Any]:
+def training_timings(results: Dict[str, Dict], data: Dict[str, Any]) -> Dict[str, Any]:
     """Per Trainer (Pretrainer, CandidateTrainer, BaselineTrainer): its state in this run, its Model artifact
     and the training seconds its history.json records (measured when it ran, also when reused)."""
     timings = {}
-    for role, component in (("pretrainer", "Pretrainer"), ("candidate", "CandidateTrainer"),
-                            ("baseline", "BaselineTrainer")):
+    for role in contract.ROLES:
+        component = contract.TRAINER_OF_ROLE[role]
         model = single_output(results, component, "model")
         if model is None:
             continue
-        path = os.path.join(model.uri, HISTORY_FILE)
-        recorded = {}
-        if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as handle:
-                recorded = json.load(handle).get("timings", {})
+        recorded = data["timings"].get(role) or {}
         timings[role] = {"state": results[component]["state"], "model": model.uri,
                          "seconds": round(sum(recorded.values()), 1) if recorded else None, **recorded}
     return timings
 
 
-def labeled_train_images(results: Dict[str, Dict]) -> Optional[int]:
-    """How many labeled train images the classifiers trained on (after the label budget)."""
-    model = single_output(results, "CandidateTrainer", "model")
-    path = os.path.join(model.uri, HISTORY_FILE) if model is not None else None
-    if path is None or not tf.io.gfile.exists(path):
+def data_summary(data: Dict[str, Any], ingestion: Optional[str]) -> Optional[Dict[str, Any]]:
+    """summary.json's `data`: the ingest report's counts and input, and why ingestion ran; None without it."""
+    ingest = data["data"]
+    if ingest is None:
         return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle).get("labeled_train_images")
+    return {
+        "class_names": data["class_names"],
+        "splits": ingest["splits"],
+        "eval_per_class": ingest["eval_per_class"],
+        "skipped": ingest["skipped"],
+        "eval_duplicates": ingest["eval_duplicates"],
+        "ignored_non_image_files": ingest["ignored_non_image_files"] or [],
+        "links_not_followed": ingest["links_not_followed"] or [],
+        "input": dict(ingest["input"] or {}, ingestion=ingestion),
+        "ingest_report": os.path.join(data["sources"]["ingest_report_uri"], contract.INGEST_REPORT_FILE),
+    }
 
 
 def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[str], run_id: Optional[str] = None,
                   store=None) -> Dict[str, Any]:
     """The summary of run `run_id` (see README: summary.json); `store` (MLMD) tells why ingestion ran."""
+    data = run_data(results)
+    decision = data["decision"]
     summary: Dict[str, Any] = {
         "status": "failed" if failure else "succeeded",
         "error": failure,
@@ -141,54 +105,39 @@ def build_summary(config: Config, results: Dict[str, Dict], failure: Optional[st
         "blessed": False,
         "pushed_model": None,
         "production": None,
-        "data": None,
+        "data": data_summary(data, ingestion_status(results, store, config.pipeline.name, run_id)),
         "components": {component: result["state"] for component, result in results.items()},
         # Wall-clock seconds of each component in this run, from MLMD (a CACHED one: the cache lookup).
         "component_seconds": {component: result.get("seconds") for component, result in results.items()},
-        "versions": package_versions(),
+        "versions": data["versions"],
     }
-    ingest_report = single_output(results, INGEST_COMPONENT, "report")
-    ingest_report_path = os.path.join(ingest_report.uri, INGEST_REPORT_FILE) if ingest_report else None
-    if ingest_report_path and tf.io.gfile.exists(ingest_report_path):
-        with tf.io.gfile.GFile(ingest_report_path) as handle:
-            ingest = json.load(handle)
-        summary["data"] = {
-            "class_names": ingest["class_names"],
-            "splits": ingest["splits"],
-            "eval_per_class": ingest.get("eval_per_class"),
-            "skipped": ingest["skipped"],
-            "eval_duplicates": ingest.get("eval_duplicates"),
-            "ignored_non_image_files": ingest.get("ignored_non_image_files", []),
-            "links_not_followed": ingest.get("links_not_followed", []),
-            "input": dict(ingest.get("input") or {},
-                          ingestion=ingestion_status(results, store, config.pipeline.name, run_id)),
-            "ingest_report": ingest_report_path,
-        }
-    evaluation = single_output(results, "Evaluator", "evaluation")
-    if evaluation is not None:
-        metrics = overall_metrics(evaluation.uri)
-        for name in (CANDIDATE, BASELINE):
-            summary[name]["accuracy"] = metrics.get(name, {}).get(ACCURACY_METRIC)
-        summary["evaluation"] = evaluation.uri
-    summary["production"] = production_summary(results)
+    if data["sources"]["evaluation_uri"] is not None:
+        summary["evaluation"] = data["sources"]["evaluation_uri"]
+    for role in (contract.CANDIDATE_ROLE, contract.BASELINE_ROLE):
+        if data["models"] is not None:
+            summary[role]["accuracy"] = data["models"][role]["metrics"].get(contract.ACCURACY_METRIC)
+    summary["production"] = decision["production"] if decision else None
     summary["labels_per_class"] = config.training.labels_per_class
-    summary["labeled_train_images"] = labeled_train_images(results)
-    summary["timings"] = training_timings(results)
-    comparison = single_output(results, "PairedComparison", "comparison")
-    summary["significance"] = significance_summary(comparison.uri if comparison is not None else None)
-    # With compare_to_pushed the Pusher's blessing is BlessingGate's (both comparisons), else the Evaluator's.
-    blessing = single_output(results, "BlessingGate", "blessing") or single_output(results, "Evaluator", "blessing")
-    summary["blessed"] = bool(_custom(blessing, "blessed"))
-    destination = pushed_destination(results)
-    pushed_in_this_run = results.get("Pusher", {}).get("state") != "CACHED"
+    summary["labeled_train_images"] = data["labeled_train_images"]
+    summary["timings"] = training_timings(results, data)
+    summary["significance"] = decision["significance"] if decision else None
+    # With compare_to_pushed or require_significant the Pusher's blessing is BlessingGate's, else the Evaluator's.
+    summary["blessed"] = bool(decision and decision["blessed"])
+    destination = data["sources"]["pushed_to"]
+    pushed_in_this_run = results.get(contract.PUSHER, {}).get("state") != "CACHED"
     summary["pushed_model"] = destination if pushed_in_this_run else None
     summary["pushed_earlier"] = None if pushed_in_this_run else destination
-    summary["decision"] = explain(summary)
+    if failure:
+        summary["decision"] = f"The run failed before a decision: {failure}"
+    elif decision is None:
+        summary["decision"] = "No evaluation result was found."
+    else:  # the report's sentence; where the Pusher was reused it pushed nothing in this run
+        summary["decision"] = decision_text(decision, summary["pushed_model"])
     if summary["pushed_earlier"]:
         summary["decision"] += (" Nothing was pushed in this run (the Pusher was reused from the cache); the model "
                                 f"pushed earlier is {destination}.")
-    report = single_output(results, REPORT_COMPONENT, "report")
-    report_path = os.path.join(report.uri, REPORT_FILE) if report is not None else None
+    report = single_output(results, contract.EVALUATION_REPORT_GEN, "report")
+    report_path = os.path.join(report.uri, contract.REPORT_FILE) if report is not None else None
     summary["report"] = report_path if report_path and tf.io.gfile.exists(report_path) else None
     return summary
 
@@ -239,27 +188,11 @@ def with_relative_paths(summary: Dict[str, Any], summary_dir: str, output_dir: s
     return relative
 
 
-def explain(summary: Dict[str, Any]) -> str:
-    """One sentence: what was decided and why."""
-    if summary["status"] == "failed":
-        return f"The run failed before a decision: {summary['error']}"
-    candidate, baseline = summary["candidate"]["accuracy"], summary["baseline"]["accuracy"]
-    rule = summary["rule"]
-    if candidate is None or baseline is None:
-        return "No evaluation result was found."
-    return decision_sentence(
-        method=summary["method"], candidate_accuracy=candidate, baseline_accuracy=baseline,
-        min_accuracy=rule["min_accuracy"], margin=rule["margin"], blessed=summary["blessed"],
-        pushed_to=summary["pushed_model"], production=summary["production"],
-        significance=summary.get("significance"),
-    )
-
-
 def publish_report(summary: Dict[str, Any], output_dir: str) -> None:
     """Copies the run's report.html to OUTPUT/report.html and links that copy from the summary."""
     if not summary.get("report"):
         return
-    published = os.path.join(output_dir, REPORT_FILE)
+    published = os.path.join(output_dir, contract.REPORT_FILE)
     tf.io.gfile.copy(summary["report"], published, overwrite=True)
     summary["report"] = published
 
