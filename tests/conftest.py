@@ -1,4 +1,5 @@
-"""Shared pytest setup: two logical CPU devices, and samples of real images (CIFAR-10, else the digits)."""
+"""Shared pytest setup: two logical CPU devices (and a MirroredStrategy over them), samples of real images
+(CIFAR-10, else the digits), the digits as an Examples artifact, and a backup that stops the Trainer."""
 
 import os
 import pathlib
@@ -26,6 +27,44 @@ def _split_cpu_into_two_logical_devices():
 
 
 _split_cpu_into_two_logical_devices()
+
+# After the split: these import TensorFlow's Keras (which leaves the devices alone) and selfsup's trainer.
+from trainer import checkpoints  # noqa: E402
+
+
+def two_cpu_mirrored_strategy(collective_key_base: int) -> tf.distribute.MirroredStrategy:
+    """A MirroredStrategy over the two logical CPUs (skips the test without them), numbering its collective
+    operations from `collective_key_base`.
+
+    Every MirroredStrategy numbers its collective operations from the same keys: two of them in one process
+    clash as soon as they run different collectives (this is why distribute.build_strategy creates one per
+    process). Each test module's strategy gets a key range of its own, away from other modules' strategies.
+    """
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", collective_key_base)
+        return tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+
+
+class BackupThenStop(checkpoints.EpochBackup):
+    """The real backup (checkpoints.EpochBackup named `name`), then a KeyboardInterrupt after epoch `stop_after`,
+    as a kill would end the Trainer."""
+
+    def __init__(self, folder: str, name: str, stop_after: int):
+        super().__init__(folder, folder, name)
+        self.stop_after = stop_after
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if epoch + 1 == self.stop_after:
+            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
+
+
+def log_text(caplog) -> str:
+    """What the selfsup logger (trainer/log.py) wrote while `caplog` listened, one message a line."""
+    return "\n".join(record.getMessage() for record in caplog.records if record.name.startswith("selfsup"))
 
 
 # --- Real images: a sample of ../shared/datasets/cifar10-ssl.tar.gz, else of scikit-learn's digits ------------
@@ -145,3 +184,15 @@ def digits_examples_uri(tmp_path_factory) -> str:
     ingest(settings, uri, str(root / "ImageExampleGen" / "report" / "1"),
            lambda: beam.Pipeline(argv=["--runner=DirectRunner"]))
     return uri
+
+
+@pytest.fixture(scope="session")
+def digits_training_examples(digits_examples_uri):
+    """What the Trainers read of the digits' Examples artifact (trainer/examples.py), with the default settings."""
+    from trainer import data
+    from trainer.contract import EVAL_SPLIT, TRAIN_SPLIT
+    from trainer.examples import read_training_examples
+    from trainer.hparams import TrainingConfig
+
+    return read_training_examples(data.split_files(digits_examples_uri, TRAIN_SPLIT),
+                                  data.split_files(digits_examples_uri, EVAL_SPLIT), TrainingConfig())

@@ -12,10 +12,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BackupThenStop, log_text, two_cpu_mirrored_strategy
 
 from trainer import checkpoints, data, distill, keras_fixes, run
 from trainer.encoders import build_encoder
-from trainer.examples import read_training_examples
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
 
@@ -68,20 +68,14 @@ def distillation_step(strategy, batch, initial_weights):
     with strategy.scope():
         model.set_weights(initial_weights)
         model.compile(optimizer=keras.optimizers.SGD(0.5))
-    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+    with keras_fixes.strategy_fixes(strategy):
+        history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
     return model, history.history["loss"][0]
 
 
 def test_distillation_step_under_mirrored_strategy_matches_default_strategy():
     """Both batches split over the replicas; each replica's loss share is its sum over the global batch."""
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
-    keras_fixes.fix_keras_under_strategies()
-    # Its own collective key range, away from other test modules' MirroredStrategy (see test_distribute.py).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 3_000_000)
-        mirrored = tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+    mirrored = two_cpu_mirrored_strategy(collective_key_base=3_000_000)
     generator = np.random.default_rng(0)
     batch = (generator.random((8, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32"),
              (generator.random((4, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32"), np.array([0, 1, 2, 1])))
@@ -114,10 +108,9 @@ def examples_uri(digits_examples_uri):
 
 
 @pytest.fixture(scope="module")
-def training_examples(examples_uri):
-    """What the Trainers read of those examples (trainer/examples.py)."""
-    return read_training_examples(data.split_files(examples_uri, "train"), data.split_files(examples_uri, "eval"),
-                                  TrainingConfig())
+def training_examples(digits_training_examples):
+    """What the Trainers read of those examples (tests/conftest.py)."""
+    return digits_training_examples
 
 
 @pytest.fixture(scope="module")
@@ -163,37 +156,26 @@ def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, t
     assert (tmp_path / "distill").is_dir()  # TensorBoard
 
 
-class BackupThenStop(checkpoints.EpochBackup):
-    """The real backup, then a KeyboardInterrupt after epoch `stop_after`, as a kill would end the Trainer."""
-
-    def __init__(self, folder, stop_after):
-        super().__init__(folder, folder, "distillation")
-        self.stop_after = stop_after
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if epoch + 1 == self.stop_after:
-            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
-
-
 def test_killed_distillation_resumes_from_its_backup(training_examples, teacher_and_initial_encoder_weights,
-                                                     tmp_path, capsys):
+                                                     tmp_path, caplog):
     teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
     config = TrainingConfig(distill_epochs=3, **TINY)
     folder = str(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
         distill.distill_classifier(config, tf.distribute.get_strategy(), teacher, initial_encoder_weights,
-                                   training_examples, str(tmp_path), BackupThenStop(folder, stop_after=1))
-    interrupted = capsys.readouterr().out
-    assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
+                                   training_examples, str(tmp_path),
+                                   BackupThenStop(folder, "distillation", stop_after=1))
+    interrupted = log_text(caplog)
+    assert "distill epoch 1/3" in interrupted and "distill epoch 2/3" not in interrupted
+    caplog.clear()
 
     student, history = distill.distill_classifier(
         config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, training_examples, str(tmp_path),
         checkpoints.EpochBackup(folder, folder, "distillation"))
 
-    resumed = capsys.readouterr().out
-    assert "[selfsup] resuming distillation at epoch 1" in resumed
-    assert "Epoch 1/3" not in resumed and "Epoch 2/3" in resumed and "Epoch 3/3" in resumed
+    resumed = log_text(caplog)
+    assert "resuming distillation at epoch 1" in resumed
+    assert "distill epoch 1/3" not in resumed and "distill epoch 2/3" in resumed and "distill epoch 3/3" in resumed
     assert len(history["distill/loss"]) == 3
     # The restored student goes on from where it was: the resumed epochs are better than the first.
     assert history["distill/teacher_agreement"][2] > history["distill/teacher_agreement"][0]
@@ -219,7 +201,7 @@ def pretrained_encoder(config, examples_uri, folder):
 
 
 @pytest.mark.parametrize("distill_epochs, pretrain_epochs", [(0, 0), (1, 1)])
-def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, training_examples, tmp_path, capsys,
+def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, training_examples, tmp_path, caplog,
                                                                  distill_epochs, pretrain_epochs):
     config = TrainingConfig(pretrain_epochs=pretrain_epochs, linear_epochs=1, finetune_epochs=1,
                             distill_epochs=distill_epochs, **TINY)
@@ -239,7 +221,7 @@ def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, t
         np.testing.assert_allclose(eval_cross_entropy(classifier, examples_uri), fine_tuned_loss, rtol=1e-5)
     else:
         assert len(history["distill/loss"]) == 1 and timings["distill_seconds"] > 0
-        assert "student from the pretrained encoder" in capsys.readouterr().out
+        assert "student from the pretrained encoder" in log_text(caplog)
         assert (tmp_path / "logs" / "distill").is_dir() and (tmp_path / "backup" / "distillation-fit-1").is_dir()
         student_loss = eval_cross_entropy(classifier, examples_uri)
         np.testing.assert_allclose(student_loss, history["distill/val_loss"][-1], rtol=1e-5)

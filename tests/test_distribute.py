@@ -22,10 +22,11 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
+from conftest import log_text, two_cpu_mirrored_strategy
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.image_example_gen.ingest import ingest
-from trainer import checkpoints, data, distribute, encoder_artifact, keras_fixes, pretrain, run
+from trainer import checkpoints, contract, data, distribute, encoder_artifact, keras_fixes, pretrain, run
 from trainer.encoders import build_encoder
 from trainer.examples import TrainingExamples
 from trainer.hparams import TrainingConfig
@@ -114,14 +115,15 @@ def test_bad_tf_config_is_an_error(monkeypatch):
         distribute.is_chief()
 
 
-def test_build_strategy_logs_the_choice_and_reuses_strategies(monkeypatch, capsys):
+def test_build_strategy_logs_the_choice_and_reuses_strategies(monkeypatch, caplog):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert distribute.build_strategy("auto") is tf.distribute.get_strategy()
-    assert "[selfsup] distribution strategy: default" in capsys.readouterr().out
+    assert "distribution strategy: default" in log_text(caplog)
+    caplog.clear()
     one_device = distribute.build_strategy("one_device")
     assert isinstance(one_device, tf.distribute.OneDeviceStrategy)
     assert distribute.build_strategy("one_device") is one_device
-    assert "one_device (OneDeviceStrategy), replicas: 1" in capsys.readouterr().out
+    assert "one_device (OneDeviceStrategy), replicas: 1" in log_text(caplog)
     with pytest.raises(ValueError, match="unknown strategy 'two_devices'"):
         distribute.build_strategy("two_devices")
 
@@ -176,7 +178,7 @@ def small_regression_model():
     return model
 
 
-def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, capsys):
+def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, caplog):
     features = np.random.default_rng(0).normal(size=(32, 3)).astype("float32")
     targets = features @ np.array([[1.0], [-2.0], [0.5]], dtype="float32")
     backup_dir = str(tmp_path / "backup" / "key")
@@ -191,7 +193,8 @@ def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, cap
     model = small_regression_model()
     backup = checkpoints.EpochBackup(backup_dir, backup_dir, "regression")
     resumed = model.fit(features, targets, epochs=4, batch_size=8, verbose=0, shuffle=False, callbacks=[backup])
-    assert "[selfsup] resuming regression at epoch 2" in capsys.readouterr().out
+    assert "resuming regression at epoch 2" in log_text(caplog)
+    caplog.clear()
     assert resumed.epoch == [0, 1, 2, 3]
     np.testing.assert_allclose(resumed.history["loss"], uninterrupted, rtol=1e-5)
 
@@ -206,7 +209,7 @@ def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, cap
     model = small_regression_model()
     completed = model.fit(features, targets, epochs=4, batch_size=8, verbose=0,
                           callbacks=[checkpoints.EpochBackup(backup_dir, backup_dir, "regression")])
-    assert completed.epoch == [0, 1, 2, 3] and "resuming regression at epoch 4" in capsys.readouterr().out
+    assert completed.epoch == [0, 1, 2, 3] and "resuming regression at epoch 4" in log_text(caplog)
     checkpoints.remove_backup(backup_dir)
     assert os.listdir(tmp_path) == []  # the emptied backup folder is removed too
 
@@ -215,19 +218,9 @@ def test_epoch_backup_resumes_each_fit_and_keeps_the_whole_history(tmp_path, cap
 
 @pytest.fixture(scope="module")
 def two_cpu_strategy():
-    """One MirroredStrategy over the two logical CPUs of conftest.py for the whole module.
-
-    Every MirroredStrategy numbers its collective operations from the same keys: two of them in one
-    process clash as soon as they run different collectives (this is why distribute.build_strategy
-    creates one per process). This one gets its own key range, away from other modules' strategies.
-    """
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
-    keras_fixes.fix_keras_under_strategies()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 1_000_000)
-        return tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+    """One MirroredStrategy over the two logical CPUs of conftest.py for the whole module, with its own
+    collective key range (conftest.two_cpu_mirrored_strategy)."""
+    return two_cpu_mirrored_strategy(collective_key_base=1_000_000)
 
 
 def build_ssl_model(strategy, config, num_classes=None):
@@ -250,7 +243,8 @@ def one_training_step(strategy, config, batch, initial_weights, num_classes=None
     with strategy.scope():
         model.set_weights(initial_weights)
         model.compile(optimizer=keras.optimizers.SGD(0.1))
-    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
+    with keras_fixes.strategy_fixes(strategy):
+        history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
     return model, history.history["loss"][0]
 
 
@@ -300,7 +294,7 @@ def test_simsiam_without_sync_batch_norm_normalises_each_replica_alone(two_cpu_s
 
 
 def test_classifier_trains_on_batches_that_do_not_split_evenly(two_cpu_strategy):
-    """Global batches of 7 (4 + 3 per replica) and a last batch of 5; see trainer/keras_fixes.py."""
+    """Global batches of 7 (4 + 3 per replica) and a last batch of 5, with the fixes of trainer/keras_fixes.py."""
     keras.utils.set_random_seed(0)
     with two_cpu_strategy.scope():
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
@@ -310,7 +304,8 @@ def test_classifier_trains_on_batches_that_do_not_split_evenly(two_cpu_strategy)
     dataset = tf.data.Dataset.from_tensor_slices(
         (generator.normal(size=(19, 3)).astype("float32"), generator.integers(0, 2, size=19))
     ).batch(7)
-    history = model.fit(dataset, validation_data=dataset, epochs=2, verbose=0).history
+    with keras_fixes.strategy_fixes(two_cpu_strategy):
+        history = model.fit(dataset, validation_data=dataset, epochs=2, verbose=0).history
     assert np.all(np.isfinite(history["loss"] + history["val_loss"]))
 
 
@@ -417,9 +412,9 @@ def test_two_workers_pretrain_and_fine_tune_and_only_the_chief_exports(examples_
     pretraining = trainer_arguments(pretrainer_folder, 1, examples_uri, pretrain_epochs=2)
     run_on_two_workers(pretraining, tmp_path, "pretrainer")
     assert sorted(os.listdir(pretrainer_folder / "model" / "1")) == [
-        "Format-Serving", encoder_artifact.AUGMENTED_VIEWS_FILE, encoder_artifact.DESCRIPTION_FILE,
-        encoder_artifact.ENCODER_FILE, run.HISTORY_FILE]
-    with open(pretrainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
+        "Format-Serving", contract.AUGMENTED_VIEWS_FILE, encoder_artifact.DESCRIPTION_FILE,
+        encoder_artifact.ENCODER_FILE, contract.HISTORY_FILE]
+    with open(pretrainer_folder / "model" / "1" / contract.HISTORY_FILE) as handle:
         history = json.load(handle)["history"]
     assert len(history["pretrain/loss"]) == 2 and len(history["pretrain/knn_accuracy"]) == 2
     assert "pretrain" in os.listdir(pretrainer_folder / "model_run" / "1")
@@ -427,9 +422,9 @@ def test_two_workers_pretrain_and_fine_tune_and_only_the_chief_exports(examples_
     fine_tuning = trainer_arguments(trainer_folder, 1, examples_uri, role="candidate", pretrain_epochs=2,
                                     base_model=pretraining["serving_model_dir"])
     run_on_two_workers(fine_tuning, tmp_path, "candidate")
-    assert sorted(os.listdir(trainer_folder / "model" / "1")) == ["Format-Serving", run.HISTORY_FILE]
+    assert sorted(os.listdir(trainer_folder / "model" / "1")) == ["Format-Serving", contract.HISTORY_FILE]
     assert_loads_and_classifies(fine_tuning["serving_model_dir"], examples_uri)
-    with open(trainer_folder / "model" / "1" / run.HISTORY_FILE) as handle:
+    with open(trainer_folder / "model" / "1" / contract.HISTORY_FILE) as handle:
         record = json.load(handle)
     assert len(record["history"]["linear/loss"]) == 1 and len(record["history"]["finetune/val_accuracy"]) == 1
     assert record["encoder"]["base_model"] == pretraining["serving_model_dir"]
@@ -461,12 +456,12 @@ def test_killed_pretrainer_resumes_from_its_last_epoch(examples_uri, tmp_path):
     retry = trainer_arguments(trainer_folder, 2, examples_uri, **training)
     code, output = finish(start_trainer(retry, tmp_path / "retry.log"), tmp_path / "retry.log")
     assert code == 0, output[-5000:]
-    resumed_epoch = int(re.search(r"\[selfsup\] resuming pretraining at epoch (\d+)", output).group(1))
+    resumed_epoch = int(re.search(r"resuming pretraining at epoch (\d+)", output).group(1))
     assert resumed_epoch == saved_epoch
-    assert f"Epoch {resumed_epoch + 1}/{training['pretrain_epochs']}" in output
-    assert f"Epoch {resumed_epoch}/{training['pretrain_epochs']}" not in output
+    assert f"pretrain epoch {resumed_epoch + 1}/{training['pretrain_epochs']}" in output
+    assert f"pretrain epoch {resumed_epoch}/{training['pretrain_epochs']}" not in output
     assert tf.saved_model.load(retry["serving_model_dir"]).signatures[encoder_artifact.EMBEDDINGS_SIGNATURE]
-    with open(trainer_folder / "model" / "2" / run.HISTORY_FILE) as handle:
+    with open(trainer_folder / "model" / "2" / contract.HISTORY_FILE) as handle:
         assert len(json.load(handle)["history"]["pretrain/loss"]) == training["pretrain_epochs"]
     assert not os.path.exists(trainer_folder / checkpoints.BACKUP_FOLDER)
 
@@ -477,4 +472,4 @@ def test_nan_loss_fails_the_trainer_and_exports_nothing(examples_uri, tmp_path):
     with pytest.raises(NanLossError, match="nothing is exported"):
         run.run_fn(FnArgs(**arguments))
     assert not os.path.exists(arguments["serving_model_dir"])
-    assert not os.path.exists(os.path.join(os.path.dirname(arguments["serving_model_dir"]), run.HISTORY_FILE))
+    assert not os.path.exists(os.path.join(os.path.dirname(arguments["serving_model_dir"]), contract.HISTORY_FILE))

@@ -13,10 +13,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BackupThenStop, log_text, two_cpu_mirrored_strategy
 
 from trainer import checkpoints, data, fixmatch, keras_fixes, run
 from trainer.encoders import build_encoder
-from trainer.examples import read_training_examples
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
 
@@ -45,7 +45,8 @@ def one_step(model, batch, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model.compile(optimizer=keras.optimizers.SGD(0.5))
-    return model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
+    with keras_fixes.strategy_fixes(strategy):
+        return model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
 
 
 def cross_entropy(probabilities, labels):
@@ -91,14 +92,7 @@ def test_without_confident_images_the_step_is_the_labeled_step():
 
 def test_fixmatch_step_under_mirrored_strategy_matches_default_strategy():
     """Both batches split over the replicas; each replica's loss share is its sum over the global batch."""
-    devices = tf.config.list_logical_devices("CPU")
-    if len(devices) < 2:
-        pytest.skip("needs two logical CPU devices; TensorFlow was initialised before conftest.py ran")
-    keras_fixes.fix_keras_under_strategies()
-    # Its own collective key range, away from other test modules' MirroredStrategy (see test_distribute.py).
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", 3_500_000)
-        mirrored = tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+    mirrored = two_cpu_mirrored_strategy(collective_key_base=3_500_000)
     batch = a_batch()
     default_model = small_fixmatch(tf.distribute.get_strategy(), threshold=0.0)
     # Half of the images confident: both terms of the loss are in the step.
@@ -130,10 +124,9 @@ def examples_uri(digits_examples_uri):
 
 
 @pytest.fixture(scope="module")
-def training_examples(examples_uri):
-    """What the Trainers read of those examples (trainer/examples.py)."""
-    return read_training_examples(data.split_files(examples_uri, "train"), data.split_files(examples_uri, "eval"),
-                                  TrainingConfig())
+def training_examples(digits_training_examples):
+    """What the Trainers read of those examples (tests/conftest.py)."""
+    return digits_training_examples
 
 
 @pytest.fixture(scope="module")
@@ -194,37 +187,26 @@ def test_fixmatch_pseudo_labels_more_and_more_images_without_collapsing_on_digit
     assert (tmp_path / "fixmatch").is_dir()  # TensorBoard
 
 
-class BackupThenStop(checkpoints.EpochBackup):
-    """The real backup, then a KeyboardInterrupt after epoch `stop_after`, as a kill would end the Trainer."""
-
-    def __init__(self, folder, stop_after):
-        super().__init__(folder, folder, "fixmatch")
-        self.stop_after = stop_after
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if epoch + 1 == self.stop_after:
-            raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
-
-
-def test_killed_fixmatch_resumes_from_its_backup(training_examples, weak_weights, tmp_path, capsys):
+def test_killed_fixmatch_resumes_from_its_backup(training_examples, weak_weights, tmp_path, caplog):
     config = TrainingConfig(fixmatch_epochs=3, fixmatch_threshold=0.9, **TINY)
     folder = str(tmp_path / "backup")
     classifier, keep_paths = weak_classifier(weak_weights)
     with pytest.raises(KeyboardInterrupt):
         fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, training_examples,
-                                     str(tmp_path), BackupThenStop(folder, stop_after=1), keep_paths=keep_paths)
-    interrupted = capsys.readouterr().out
-    assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
+                                     str(tmp_path), BackupThenStop(folder, "fixmatch", stop_after=1),
+                                     keep_paths=keep_paths)
+    interrupted = log_text(caplog)
+    assert "fixmatch epoch 1/3" in interrupted and "fixmatch epoch 2/3" not in interrupted
+    caplog.clear()
 
     restarted, _ = weak_classifier(weak_weights)  # a new Trainer starts from fine-tuning again
     history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), restarted, training_examples,
                                            str(tmp_path), checkpoints.EpochBackup(folder, folder, "fixmatch"),
                                            keep_paths=keep_paths)
 
-    resumed = capsys.readouterr().out
-    assert "[selfsup] resuming fixmatch at epoch 1" in resumed
-    assert "Epoch 1/3" not in resumed and "Epoch 2/3" in resumed and "Epoch 3/3" in resumed
+    resumed = log_text(caplog)
+    assert "resuming fixmatch at epoch 1" in resumed
+    assert "fixmatch epoch 1/3" not in resumed and "fixmatch epoch 2/3" in resumed and "fixmatch epoch 3/3" in resumed
     assert len(history["fixmatch/loss"]) == 3  # the epoch before the kill is in the history
 
 

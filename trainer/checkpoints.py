@@ -24,6 +24,10 @@ from typing import Any, Dict, List, Optional
 import keras
 import tensorflow as tf
 
+from trainer import keras_fixes, log
+
+LOG = log.get(__name__)
+
 BACKUP_FOLDER = "backup"
 METADATA_FILE = "backup.json"
 KEY_LENGTH = 16
@@ -76,6 +80,14 @@ class EpochBackup(keras.callbacks.Callback):
     The model must be built before `fit` (its weights are loaded in `on_train_begin`). Put this
     callback after the callbacks that add values to the epoch logs.
 
+    The resumed fit starts at the restored epoch because this callback sets `model._initial_epoch` in
+    `on_train_begin`, which Keras' `fit` reads after calling it: the private attribute Keras' own
+    BackupAndRestore callback sets, for the same purpose. `fit(initial_epoch=...)` cannot replace it:
+    the callback serves fits that do not know they resume (the k-th fit of a training, found only when it
+    begins). It is fenced as the fixes of trainer/keras_fixes.py are: the Keras version is checked
+    (KERAS_VERSIONS) before the attribute is set, and tests/test_keras_fixes.py checks that Keras still
+    reads it.
+
     Args:
       restore_folder: the backups to restore: the chief's folder, the same on every worker.
       save_folder: where to write the backups: `restore_folder` on the chief, a temporary folder on
@@ -108,12 +120,13 @@ class EpochBackup(keras.callbacks.Callback):
         metadata = self._read_metadata()
         if metadata is None:
             return
+        keras_fixes.check_keras_version()  # before the private attribute is set (see the class docstring)
         self._build_optimizer()
         self.model.load_weights(os.path.join(self._fit_folder(self.restore_folder), metadata["weights"]))
         self.model._initial_epoch = metadata["epoch"]
         self.epoch_logs = metadata["epoch_logs"]
-        print(f"[selfsup] resuming {self._label()} at epoch {metadata['epoch']} "
-              f"({metadata['epoch']} epochs restored from {self._fit_folder(self.restore_folder)})", flush=True)
+        LOG.info(f"resuming {self._label()} at epoch {metadata['epoch']} "
+                 f"({metadata['epoch']} epochs restored from {self._fit_folder(self.restore_folder)})")
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_logs.append({key: float(value) for key, value in (logs or {}).items()})

@@ -14,28 +14,26 @@ batch of labeled train images (`training.finetune_batch_size`), both weakly augm
     loss = mean soft_cross_entropy(teacher, student, distill_temperature) over the unlabeled batch
            + distill_labeled_weight * mean cross-entropy over the labeled batch
 
-Under a tf.distribute strategy each replica's share of the loss is its sum divided by the global
-batch (`tf.nn.compute_average_loss`), because Keras sums gradients across replicas. The history
+The step's skeleton, shared with FixMatch, is trainer/semi_supervised.py's. The history
 (`distill/...`) has `loss`, `distillation_loss`, `labeled_loss`, `accuracy` (labeled batch),
 `teacher_agreement` (fraction of the unlabeled images where the student's most likely class is the
 teacher's) and, on the eval split, `val_loss` (cross-entropy) and `val_accuracy`.
 """
 
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors, progress
+from trainer import checkpoints, data, semi_supervised
 from trainer.augment import build_finetune_augmenter, view_maker
+from trainer.contract import DISTILL_PHASE
 from trainer.encoders import build_encoder, encoder_outputs_sequence
-from trainer.examples import EVAL, TRAIN, TrainingExamples
+from trainer.examples import TrainingExamples
 from trainer.finetune import build_classifier, build_classifier_optimizer
 from trainer.hparams import TrainingConfig
 
-PHASE = "distill"
 # Probabilities are clipped to [EPSILON, 1] before their logarithm, as Keras' cross-entropy does.
 EPSILON = 1e-7
 
@@ -63,7 +61,7 @@ def soft_cross_entropy(teacher_probabilities: tf.Tensor, student_probabilities: 
     return -tf.reduce_sum(teacher_soft * tempered_log_probabilities(student_probabilities), axis=-1)
 
 
-class Distillation(keras.Model):
+class Distillation(semi_supervised.SemiSupervisedModel):
     """Trains `student` on `teacher`'s soft predictions plus the labels (see the module docstring).
 
     Batches are `(unlabeled_images (B, H, W, 3), (labeled_images (L, H, W, 3), labels (L,)))` in
@@ -82,71 +80,33 @@ class Distillation(keras.Model):
     def __init__(self, teacher: keras.Model, student: keras.Model, augmenter: keras.layers.Layer,
                  temperature: float, labeled_weight: float, unlabeled_batch_size: int, labeled_batch_size: int,
                  jit_compile_augmentation: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(labeled_weight, 1.0, unlabeled_batch_size, labeled_batch_size,
+                         unlabeled_loss_name="distillation_loss", extra_metric_name="teacher_agreement",
+                         unlabeled_loss_first=True, **kwargs)
         teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.augmenter = augmenter
         self.make_views = view_maker(augmenter, jit_compile_augmentation)
         self.temperature = temperature
-        self.labeled_weight = labeled_weight
-        self.unlabeled_batch_size = unlabeled_batch_size
-        self.labeled_batch_size = labeled_batch_size
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
-        self.labeled_loss_tracker = keras.metrics.Mean(name="labeled_loss")
-        self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        self.agreement_tracker = keras.metrics.Mean(name="teacher_agreement")
-        # Teacher, student and augmenter are built already; this model has no `call` to build it from.
-        self.built = True
 
     @property
-    def metrics(self):
-        return [self.loss_tracker, self.distillation_loss_tracker, self.labeled_loss_tracker, self.accuracy_tracker,
-                self.agreement_tracker]
+    def trained(self) -> keras.Model:
+        return self.student
 
-    def train_step(self, batch):
-        unlabeled_images, (labeled_images, labels) = batch
+    def views_and_targets(self, unlabeled_images, labeled_images):
+        """Teacher and student see the same weak views; the teacher's probabilities are the targets."""
         unlabeled_views = self.make_views(unlabeled_images)
         labeled_views = self.make_views(labeled_images)
-        # Both classifiers end in a float32 softmax (finetune.build_classifier); the casts keep the losses
-        # float32 whatever the policy.
         teacher_probabilities = tf.cast(self.teacher(unlabeled_views, training=False), tf.float32)
-        unlabeled_count = tf.shape(unlabeled_views)[0]
-        with tf.GradientTape() as tape:
-            # One pass over both batches, so batch norm sees them together.
-            probabilities = tf.cast(self.student(tf.concat([unlabeled_views, labeled_views], axis=0), training=True),
-                                    tf.float32)
-            student_probabilities = probabilities[:unlabeled_count]
-            labeled_probabilities = probabilities[unlabeled_count:]
-            distillation_losses = soft_cross_entropy(teacher_probabilities, student_probabilities, self.temperature)
-            labeled_losses = keras.losses.sparse_categorical_crossentropy(labels, labeled_probabilities)
-            replica_loss = (
-                tf.nn.compute_average_loss(distillation_losses, global_batch_size=self.unlabeled_batch_size)
-                + self.labeled_weight
-                * tf.nn.compute_average_loss(labeled_losses, global_batch_size=self.labeled_batch_size)
-            )
-            # The LossScaleOptimizer of mixed_float16 scales the loss (and unscales the gradients); others
-            # return it as it is.
-            scaled_loss = self.optimizer.scale_loss(replica_loss)
-        variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(scaled_loss, variables), variables))
-        distillation_loss = tf.reduce_mean(distillation_losses)
-        labeled_loss = tf.reduce_mean(labeled_losses)
-        self.loss_tracker.update_state(distillation_loss + self.labeled_weight * labeled_loss)
-        self.distillation_loss_tracker.update_state(distillation_loss)
-        self.labeled_loss_tracker.update_state(labeled_loss)
-        self.accuracy_tracker.update_state(labels, labeled_probabilities)
-        self.agreement_tracker.update_state(tf.cast(
-            tf.argmax(student_probabilities, axis=-1) == tf.argmax(teacher_probabilities, axis=-1), tf.float32))
-        return {metric.name: metric.result() for metric in self.metrics}
+        return unlabeled_views, labeled_views, teacher_probabilities
 
-    def test_step(self, batch):
-        images, labels = batch
-        probabilities = tf.cast(self.student(images, training=False), tf.float32)
-        self.labeled_loss_tracker.update_state(keras.losses.sparse_categorical_crossentropy(labels, probabilities))
-        self.accuracy_tracker.update_state(labels, probabilities)
-        return {"loss": self.labeled_loss_tracker.result(), "accuracy": self.accuracy_tracker.result()}
+    def unlabeled_losses(self, targets, unlabeled_probabilities):
+        return soft_cross_entropy(targets, unlabeled_probabilities, self.temperature)
+
+    def extra_metric(self, targets, unlabeled_probabilities):
+        """teacher_agreement: where the student's most likely class is the teacher's."""
+        return tf.cast(tf.argmax(unlabeled_probabilities, axis=-1) == tf.argmax(targets, axis=-1), tf.float32)
 
 
 def pretrained_encoder_weights(config: TrainingConfig, encoder: keras.Model) -> Optional[List[np.ndarray]]:
@@ -201,18 +161,9 @@ def distill_classifier(config: TrainingConfig, strategy: tf.distribute.Strategy,
         )
         model.compile(optimizer=build_classifier_optimizer(config, config.distill_learning_rate,
                                                            config.distill_epochs * steps_per_epoch))
-    batches = data.unlabeled_and_labeled_batches(examples.unlabeled_and_train_files, examples.files[TRAIN],
-                                                 config.batch_size, config.finetune_batch_size, config.image_size,
-                                                 seed, keep_paths, examples.keys)
-    eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, seed, shuffle=False,
-                                        keys=examples.keys)
-    callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, PHASE))]
-    print(f"[selfsup] distillation: {config.distill_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
-          f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "
-          f"temperature {config.distill_temperature}, student from "
-          f"{'the teacher' if encoder_weights is None else 'the pretrained encoder'}", flush=True)
-    progress_callbacks, verbose = progress.fit_progress(PHASE)
-    history = model.fit(distribute.shard_by_data(batches),
-                        validation_data=distribute.shard_by_data(eval_dataset), epochs=config.distill_epochs,
-                        callbacks=callbacks + progress_callbacks, verbose=verbose)
-    return student, {f"{PHASE}/{key}": [float(value) for value in values] for key, values in history.history.items()}
+    return student, semi_supervised.fit_stage(
+        model, DISTILL_PHASE, config.distill_epochs, config, strategy, examples, seed, keep_paths, log_dir, backup,
+        f"distillation: {config.distill_epochs} epochs x {steps_per_epoch} steps of {config.batch_size} "
+        f"unlabeled and {config.finetune_batch_size} labeled images at learning rate {config.distill_learning_rate}, "
+        f"temperature {config.distill_temperature}, student from "
+        f"{'the teacher' if encoder_weights is None else 'the pretrained encoder'}")

@@ -9,7 +9,6 @@ worker, MirroredStrategy when more than one GPU is visible, and the default stra
 import contextlib
 import functools
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -17,7 +16,9 @@ from typing import Dict, Iterator, Optional
 
 import tensorflow as tf
 
-from trainer import keras_fixes
+from trainer import log
+
+LOG = log.get(__name__)
 
 
 def _tf_config() -> dict:
@@ -76,7 +77,8 @@ def build_strategy(strategy: str, tpu_address: Optional[str] = None) -> tf.distr
     """The strategy named by `training.strategy` (after `auto` is resolved); logs it and its replica count.
 
     Call it before any other TensorFlow operation runs: MultiWorkerMirroredStrategy must configure
-    the collective operations at program start.
+    the collective operations at program start. Keras' `fit` under a strategy of several replicas needs
+    the fixes of trainer/keras_fixes.py (`keras_fixes.strategy_fixes`, around each fit).
 
     Raises:
       ValueError: an unknown strategy name.
@@ -85,12 +87,8 @@ def build_strategy(strategy: str, tpu_address: Optional[str] = None) -> tf.distr
     if name == "default":
         chosen = tf.distribute.get_strategy()
     else:
-        keras_fixes.fix_keras_under_strategies()
         chosen = _create_strategy(name, tpu_address)
-    message = (f"[selfsup] distribution strategy: {name} ({type(chosen).__name__}), "
-               f"replicas: {chosen.num_replicas_in_sync}")
-    logging.info(message)
-    print(message, flush=True)
+    LOG.info("distribution strategy: %s (%s), replicas: %d", name, type(chosen).__name__, chosen.num_replicas_in_sync)
     return chosen
 
 

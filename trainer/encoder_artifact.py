@@ -22,14 +22,13 @@ from typing import Any, Dict, Optional
 import keras
 import tensorflow as tf
 
+from trainer.contract import AUGMENTED_VIEWS_FILE, HISTORY_FILE
 from trainer.data import decode_image_batch
 from trainer.encoders import build_encoder
 from trainer.hparams import ConfigError, TrainingConfig
 
 ENCODER_FILE = "encoder.keras"
 DESCRIPTION_FILE = "encoder.json"
-# Read by the report (components/evaluation_report/report_data.py, which cannot import trainer/).
-AUGMENTED_VIEWS_FILE = "augmented_views.png"
 EMBEDDINGS_SIGNATURE = "serving_embeddings"
 EMBEDDINGS_OUTPUT = "embeddings"
 # What must match between an encoder and the config that reuses it.
@@ -104,7 +103,7 @@ def save_encoder(encoder: keras.Model, description: Dict[str, Any], history: Dic
     tf.io.gfile.makedirs(artifact_dir)
     encoder.save(os.path.join(artifact_dir, ENCODER_FILE))
     for name, content in ((DESCRIPTION_FILE, dict(description, weights_digest=weights_digest(encoder))),
-                          ("history.json", history)):
+                          (HISTORY_FILE, history)):
         with tf.io.gfile.GFile(os.path.join(artifact_dir, name), "w") as handle:
             json.dump(content, handle, indent=1)
     if augmented_views is not None:

@@ -21,12 +21,18 @@ from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
-from trainer import data
+from trainer import data, log
+from trainer.contract import (
+    CLASS_NAMES_FILE,
+    EVAL_SPLIT,
+    INGEST_REPORT_FILE,
+    SPLIT_FOLDER_PREFIX,
+    TRAIN_SPLIT,
+    UNLABELED_SPLIT,
+)
 from trainer.hparams import ConfigError, TrainingConfig, require
 
-UNLABELED, TRAIN, EVAL = "unlabeled", "train", "eval"
-INGEST_REPORT_FILE = "ingest_report.json"
-_SPLIT_PREFIX = "Split-"
+LOG = log.get(__name__)
 _INT64_MAX = 2**63 - 1
 
 
@@ -36,7 +42,8 @@ class TrainingExamples:
 
     Attributes:
       uri: the Examples artifact folder.
-      splits: UNLABELED, TRAIN, EVAL -> the split names playing that part (UNLABELED may be empty).
+      splits: UNLABELED_SPLIT, TRAIN_SPLIT, EVAL_SPLIT (trainer/contract.py) -> the split names playing that
+        part (UNLABELED_SPLIT's may be empty).
       files: the same -> their file patterns (`<uri>/Split-<name>/*`).
       sizes: the same -> how many examples those splits hold.
       class_names: label i is class_names[i].
@@ -53,7 +60,7 @@ class TrainingExamples:
     @property
     def unlabeled_and_train_files(self) -> List[str]:
         """What pretraining, FixMatch and distillation read without labels: the unlabeled and the train splits."""
-        return self.files[UNLABELED] + self.files[TRAIN]
+        return self.files[UNLABELED_SPLIT] + self.files[TRAIN_SPLIT]
 
 
 def split_name(file_pattern: str) -> str:
@@ -63,17 +70,18 @@ def split_name(file_pattern: str) -> str:
       ValueError: the pattern is not a TFX split's.
     """
     folder = os.path.basename(os.path.dirname(file_pattern.rstrip("/")))
-    if not folder.startswith(_SPLIT_PREFIX) or os.path.basename(file_pattern.rstrip("/")) != "*":
-        raise ValueError(f"{file_pattern!r} is not a TFX split's file pattern '<examples>/{_SPLIT_PREFIX}<name>/*'")
-    return folder[len(_SPLIT_PREFIX):]
+    if not folder.startswith(SPLIT_FOLDER_PREFIX) or os.path.basename(file_pattern.rstrip("/")) != "*":
+        raise ValueError(
+            f"{file_pattern!r} is not a TFX split's file pattern '<examples>/{SPLIT_FOLDER_PREFIX}<name>/*'")
+    return folder[len(SPLIT_FOLDER_PREFIX):]
 
 
 def artifact_splits(examples_uri: str) -> List[str]:
     """The split names of the Examples artifact at `examples_uri` (its `Split-<name>` folders)."""
     if not tf.io.gfile.isdir(examples_uri):
         raise ValueError(f"the examples folder {examples_uri} does not exist")
-    return sorted(entry.rstrip("/")[len(_SPLIT_PREFIX):] for entry in tf.io.gfile.listdir(examples_uri)
-                  if entry.startswith(_SPLIT_PREFIX))
+    return sorted(entry.rstrip("/")[len(SPLIT_FOLDER_PREFIX):] for entry in tf.io.gfile.listdir(examples_uri)
+                  if entry.startswith(SPLIT_FOLDER_PREFIX))
 
 
 def read_training_examples(train_files: Sequence[str], eval_files: Sequence[str],
@@ -94,31 +102,31 @@ def read_training_examples(train_files: Sequence[str], eval_files: Sequence[str]
         the class names, fewer than two classes.
     """
     uri = data.examples_root(train_files)
-    splits = {TRAIN: [split_name(pattern) for pattern in train_files],
-              EVAL: [split_name(pattern) for pattern in eval_files]}
+    splits = {TRAIN_SPLIT: [split_name(pattern) for pattern in train_files],
+              EVAL_SPLIT: [split_name(pattern) for pattern in eval_files]}
     if {data.examples_root([pattern]) for pattern in [*train_files, *eval_files]} != {uri}:
         raise ValueError(f"the train and eval splits must be in one Examples artifact, got {list(train_files)} and "
                          f"{list(eval_files)}")
-    both = sorted(set(splits[TRAIN]) & set(splits[EVAL]))
+    both = sorted(set(splits[TRAIN_SPLIT]) & set(splits[EVAL_SPLIT]))
     if both:
         raise ValueError(f"split {both} of {uri} is both a train and an eval split: the models would be evaluated "
                          "on images they were trained on (set the Trainers' train_args and eval_args apart)")
     available = artifact_splits(uri)
-    splits[UNLABELED] = _unlabeled_splits(config.unlabeled_splits, available, splits, uri)
-    files = {role: [os.path.join(uri, f"{_SPLIT_PREFIX}{name}", "*") for name in names]
+    splits[UNLABELED_SPLIT] = _unlabeled_splits(config.unlabeled_splits, available, splits, uri)
+    files = {role: [os.path.join(uri, f"{SPLIT_FOLDER_PREFIX}{name}", "*") for name in names]
              for role, names in splits.items()}
     keys = data.FeatureKeys(config.image_feature, config.label_feature)
     for role, names in splits.items():
         for name, pattern in zip(names, files[role]):
-            _check_features(pattern, name, keys, labeled=(role != UNLABELED))
+            _check_features(pattern, name, keys, labeled=(role != UNLABELED_SPLIT))
 
-    recorded = _read_json(os.path.join(uri, data.CLASS_NAMES_FILE))
+    recorded = _read_json(os.path.join(uri, CLASS_NAMES_FILE))
     if recorded is not None and config.class_names is not None and recorded != config.class_names:
         raise ConfigError(f"config key 'training.class_names': {config.class_names} differ from the class names the "
-                          f"examples recorded in {os.path.join(uri, data.CLASS_NAMES_FILE)}: {recorded}; leave "
+                          f"examples recorded in {os.path.join(uri, CLASS_NAMES_FILE)}: {recorded}; leave "
                           "training.class_names unset for these examples")
     class_names = recorded if recorded is not None else config.class_names
-    class_names_source = os.path.join(uri, data.CLASS_NAMES_FILE) if recorded is not None else "training.class_names"
+    class_names_source = os.path.join(uri, CLASS_NAMES_FILE) if recorded is not None else "training.class_names"
     report = _read_json(os.path.join(uri, INGEST_REPORT_FILE))
     if report is not None and class_names is not None:
         counts = {name: counts["written"] for name, counts in report["splits"].items()}
@@ -128,28 +136,29 @@ def read_training_examples(train_files: Sequence[str], eval_files: Sequence[str]
     else:
         counts, class_names = _count_and_check_labels(uri, splits, files, keys, class_names, class_names_source)
     sizes = {role: sum(counts[name] for name in names) for role, names in splits.items()}
-    described = ", ".join(f"{role} {splits[role]} ({sizes[role]})" for role in (UNLABELED, TRAIN, EVAL))
-    print(f"[selfsup] examples {uri}: {described}; {len(class_names)} classes", flush=True)
+    described = ", ".join(f"{role} {splits[role]} ({sizes[role]})"
+                          for role in (UNLABELED_SPLIT, TRAIN_SPLIT, EVAL_SPLIT))
+    LOG.info(f"examples {uri}: {described}; {len(class_names)} classes")
     return TrainingExamples(uri=uri, splits=splits, files=files, sizes=sizes, class_names=list(class_names), keys=keys)
 
 
 def _unlabeled_splits(setting: Optional[List[str]], available: List[str], splits: Dict[str, List[str]],
                       uri: str) -> List[str]:
-    labeled = splits[TRAIN] + splits[EVAL]
+    labeled = splits[TRAIN_SPLIT] + splits[EVAL_SPLIT]
     if setting is None:
-        unlabeled = [UNLABELED] if UNLABELED in available and UNLABELED not in labeled else []
+        unlabeled = [UNLABELED_SPLIT] if UNLABELED_SPLIT in available and UNLABELED_SPLIT not in labeled else []
         if not unlabeled:
-            print(f"[selfsup] the examples at {uri} have no '{UNLABELED}' split (splits: {available}): pretraining, "
-                  f"FixMatch and distillation read the train split {splits[TRAIN]} without labels only; "
-                  "training.unlabeled_splits names others", flush=True)
+            LOG.info(f"the examples at {uri} have no '{UNLABELED_SPLIT}' split (splits: {available}): pretraining, "
+                     f"FixMatch and distillation read the train split {splits[TRAIN_SPLIT]} without labels only; "
+                     "training.unlabeled_splits names others")
         return unlabeled
     for name in setting:
         require(name in available, "training.unlabeled_splits",
                 f"split {name!r} is not in the examples at {uri}; their splits are {available}")
-        require(name not in splits[EVAL], "training.unlabeled_splits",
+        require(name not in splits[EVAL_SPLIT], "training.unlabeled_splits",
                 f"split {name!r} is an eval split: pretraining on the images the models are evaluated on biases "
                 "the comparison")
-        require(name not in splits[TRAIN], "training.unlabeled_splits",
+        require(name not in splits[TRAIN_SPLIT], "training.unlabeled_splits",
                 f"split {name!r} is a train split, which pretraining reads anyway")
     return list(setting)
 
@@ -185,10 +194,10 @@ def _count_and_check_labels(uri: str, splits: Dict[str, List[str]], files: Dict[
                 labels = labels.numpy()
                 counts[name] += len(labels)
                 smallest, largest = min(smallest, int(labels.min())), max(largest, int(labels.max()))
-            if role != UNLABELED:
+            if role != UNLABELED_SPLIT:
                 label_ranges[name] = (smallest, largest)
-    print(f"[selfsup] no {INGEST_REPORT_FILE} beside the splits of {uri}: counted their examples in "
-          f"{time.monotonic() - started:.1f} s: {counts}", flush=True)
+    LOG.info(f"no {INGEST_REPORT_FILE} beside the splits of {uri}: counted their examples in "
+             f"{time.monotonic() - started:.1f} s: {counts}")
     for name, (smallest, _) in label_ranges.items():
         if smallest < 0:
             raise ValueError(f"split {name!r} of {uri} has examples without an int64 label under {keys.label!r} "
@@ -198,8 +207,8 @@ def _count_and_check_labels(uri: str, splits: Dict[str, List[str]], files: Dict[
         if number < 2:
             raise ValueError(f"the labels of the train and eval splits of {uri} give {number} class; a classifier "
                              "needs at least two (training.label_feature, training.class_names)")
-        print(f"[selfsup] no {data.CLASS_NAMES_FILE} beside the splits of {uri} and no training.class_names: "
-              f"{number} classes from the largest label, named '0' .. '{number - 1}'", flush=True)
+        LOG.info(f"no {CLASS_NAMES_FILE} beside the splits of {uri} and no training.class_names: "
+                 f"{number} classes from the largest label, named '0' .. '{number - 1}'")
         return counts, [str(label) for label in range(number)]
     for name, (_, largest) in label_ranges.items():
         if largest >= len(class_names):

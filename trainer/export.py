@@ -32,14 +32,22 @@ from typing import List
 import keras
 import tensorflow as tf
 
-from trainer.data import CLASS_NAMES_FILE, IMAGE_FEATURE, FeatureKeys, decode_image_batch, parse_examples
+from trainer.contract import (
+    CLASS_IDS_OUTPUT,
+    CLASS_NAMES_FILE,
+    CLASSES_OUTPUT,
+    IMAGE_FEATURE,
+    PROBABILITIES_OUTPUT,
+    SERVING_IMAGES_SIGNATURE,
+    SERVING_SIGNATURE,
+)
+from trainer.data import FeatureKeys, decode_image_batch, parse_examples
 
-SERVING_EXAMPLES_SIGNATURE = "serving_default"
-SERVING_IMAGES_SIGNATURE = "serving_images"
 EXTRA_FILES_FOLDER = "assets.extra"
 KERAS_FILE = "classifier.keras"
 TFLITE_FILE = "model.tflite"
-TFLITE_SIGNATURE, TFLITE_INPUT, TFLITE_OUTPUT = "serving_default", "images", "probabilities"
+# The TFLite copy's signature and output have the SavedModel's names.
+TFLITE_SIGNATURE, TFLITE_INPUT, TFLITE_OUTPUT = SERVING_SIGNATURE, "images", PROBABILITIES_OUTPUT
 
 
 def export_classifier(classifier: keras.Model, class_names: List[str], image_size: int, export_dir: str,
@@ -56,13 +64,14 @@ def export_classifier(classifier: keras.Model, class_names: List[str], image_siz
             encoded_images = tf.identity(encoded_images)
         probabilities = tf.cast(classifier(decode_image_batch(encoded_images, image_size), training=False), tf.float32)
         class_ids = tf.argmax(probabilities, axis=1)
-        return {"probabilities": probabilities, "class_ids": class_ids, "classes": tf.gather(class_table, class_ids)}
+        return {PROBABILITIES_OUTPUT: probabilities, CLASS_IDS_OUTPUT: class_ids,
+                CLASSES_OUTPUT: tf.gather(class_table, class_ids)}
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
     archive.add_endpoint(
-        name=SERVING_EXAMPLES_SIGNATURE,
-        fn=lambda examples: predict(parse_examples(examples, keys)[IMAGE_FEATURE], SERVING_EXAMPLES_SIGNATURE,
+        name=SERVING_SIGNATURE,
+        fn=lambda examples: predict(parse_examples(examples, keys)[IMAGE_FEATURE], SERVING_SIGNATURE,
                                     "serialized tf.Example"),
         input_signature=[tf.TensorSpec([None], tf.string, name="examples")],
     )

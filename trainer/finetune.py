@@ -14,12 +14,11 @@ from typing import Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import progress
+from trainer import contract, keras_fixes, log, progress
 from trainer.hparams import TrainingConfig
 from trainer.optimizers import build_optimizer
 
-# The baseline's phase of as many labeled batches as the candidate's semi-supervised stages train on.
-MATCHED_PHASE = "matched"
+LOG = log.get(__name__)
 
 
 def build_classifier(encoder: keras.Model, num_classes: int, image_size: int, is_sequence: bool) -> keras.Model:
@@ -57,13 +56,15 @@ def _fit_phase(training_model: keras.Model, train_dataset, eval_dataset, epochs:
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    print(f"[selfsup] {phase}: {epochs} epochs at learning rate {learning_rate}", flush=True)
+    LOG.info(f"{phase}: {epochs} epochs at learning rate {learning_rate}")
     progress_callbacks, verbose = progress.fit_progress(phase)
-    history = training_model.fit(
-        train_dataset, validation_data=eval_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch_of_fit,
-        callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))] + progress_callbacks,
-        verbose=verbose)
-    return {f"{phase}/{key}": [float(value) for value in values] for key, values in history.history.items()}
+    with keras_fixes.strategy_fixes(training_model.distribute_strategy):
+        history = training_model.fit(
+            train_dataset, validation_data=eval_dataset, epochs=epochs, steps_per_epoch=steps_per_epoch_of_fit,
+            callbacks=callbacks + [keras.callbacks.TensorBoard(os.path.join(log_dir, phase))] + progress_callbacks,
+            verbose=verbose)
+    return {contract.history_key(phase, key): [float(value) for value in values]
+            for key, values in history.history.items()}
 
 
 def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: keras.layers.Layer,
@@ -76,9 +77,10 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
     `linear_learning_rate`, then `finetune_epochs` of the whole network at `finetune_learning_rate`.
     Baseline (from_scratch=True): the same number of epochs (linear + finetune), whole network,
     at `baseline_learning_rate`, from random weights; then, when `matched` = (epochs, steps per epoch) is
-    not (0, 0), the phase `matched`: that many more epochs of that many labeled batches (the labeled
-    batches of the candidate's FixMatch and distillation stages, `fixmatch.matched_labeled_batches`), with
-    a new cosine schedule from `baseline_learning_rate`, as those stages start one.
+    not (0, 0), the phase `matched` (contract.MATCHED_PHASE): that many more epochs of that many labeled
+    batches (the labeled batches of the candidate's FixMatch and distillation stages,
+    `fixmatch.matched_labeled_batches`), with a new cosine schedule from `baseline_learning_rate`, as those
+    stages start one.
 
     `callbacks` serve every phase; each phase adds a TensorBoard callback writing to `log_dir/<phase>`.
     """
@@ -89,17 +91,18 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
         encoder.trainable = True
         history.update(_fit_phase(training_model, train_dataset, eval_dataset,
                                   config.linear_epochs + config.finetune_epochs, config.baseline_learning_rate,
-                                  config, steps_per_epoch, callbacks, log_dir, "supervised"))
+                                  config, steps_per_epoch, callbacks, log_dir, contract.SUPERVISED_PHASE))
         matched_epochs, matched_steps = matched
         history.update(_fit_phase(training_model, train_dataset.repeat(), eval_dataset, matched_epochs,
                                   config.baseline_learning_rate, config, matched_steps, callbacks, log_dir,
-                                  MATCHED_PHASE, steps_per_epoch_of_fit=matched_steps))
+                                  contract.MATCHED_PHASE, steps_per_epoch_of_fit=matched_steps))
         return history
     encoder.trainable = False
     history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.linear_epochs,
-                              config.linear_learning_rate, config, steps_per_epoch, callbacks, log_dir, "linear"))
+                              config.linear_learning_rate, config, steps_per_epoch, callbacks, log_dir,
+                              contract.LINEAR_PHASE))
     encoder.trainable = True
     history.update(_fit_phase(training_model, train_dataset, eval_dataset, config.finetune_epochs,
                               config.finetune_learning_rate, config, steps_per_epoch, callbacks, log_dir,
-                              "finetune"))
+                              contract.FINETUNE_PHASE))
     return history

@@ -14,14 +14,17 @@ from typing import Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distribute, monitors, progress
+from trainer import checkpoints, data, distribute, keras_fixes, log, monitors, progress
 from trainer.augment import build_pretrain_augmenter
+from trainer.contract import EVAL_SPLIT, PRETRAIN_PHASE, TRAIN_SPLIT, UNLABELED_SPLIT, history_key
 from trainer.encoder_artifact import load_encoder
 from trainer.encoders import build_encoder, encoder_outputs_sequence
-from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples
+from trainer.examples import TrainingExamples
 from trainer.hparams import TrainingConfig
 from trainer.methods import build_method
 from trainer.optimizers import build_optimizer
+
+LOG = log.get(__name__)
 
 AUGMENTED_VIEW_ROWS = 6  # images shown with their two views in augmented_views.png
 
@@ -51,7 +54,7 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
     returns the per-epoch history."""
     if config.pretrain_epochs == 0:
         return {}
-    images = examples.sizes[UNLABELED] + examples.sizes[TRAIN]
+    images = examples.sizes[UNLABELED_SPLIT] + examples.sizes[TRAIN_SPLIT]
     if images < config.batch_size:
         raise ValueError(
             f"config key 'training.batch_size': {config.batch_size} is larger than the {images} images available "
@@ -88,22 +91,24 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
 
     labeled = {
         role: data.labeled_dataset(examples.files[role], 256, config.image_size, config.seed, False, keys=examples.keys)
-        for role in (TRAIN, EVAL)
+        for role in (TRAIN_SPLIT, EVAL_SPLIT)
     }
     callbacks = [
         monitors.FailOnNanLoss(),
-        monitors.KnnMonitor(encode, labeled[TRAIN], labeled[EVAL], config.knn_k, len(examples.class_names),
+        monitors.KnnMonitor(encode, labeled[TRAIN_SPLIT], labeled[EVAL_SPLIT], config.knn_k, len(examples.class_names),
                             config.monitor_every_epochs),
         monitors.CollapseMonitor(config.collapse_std_threshold, config.projection_dim),
         backup,
-        keras.callbacks.TensorBoard(os.path.join(log_dir, "pretrain")),
+        keras.callbacks.TensorBoard(os.path.join(log_dir, PRETRAIN_PHASE)),
     ]
-    print(f"[selfsup] pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
-          f"of {config.batch_size} images ({images} images)", flush=True)
-    progress_callbacks, verbose = progress.fit_progress("pretrain")
-    history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks + progress_callbacks,
-                        verbose=verbose)
-    return {f"pretrain/{key}": [float(value) for value in values] for key, values in history.history.items()}
+    LOG.info(f"pretraining {config.method}: {config.pretrain_epochs} epochs x {steps_per_epoch} steps "
+             f"of {config.batch_size} images ({images} images)")
+    progress_callbacks, verbose = progress.fit_progress(PRETRAIN_PHASE)
+    with keras_fixes.strategy_fixes(strategy):
+        history = model.fit(dataset, epochs=config.pretrain_epochs, callbacks=callbacks + progress_callbacks,
+                            verbose=verbose)
+    return {history_key(PRETRAIN_PHASE, key): [float(value) for value in values]
+            for key, values in history.history.items()}
 
 
 def augmented_views_grid(config: TrainingConfig, examples: TrainingExamples,
@@ -118,7 +123,7 @@ def augmented_views_grid(config: TrainingConfig, examples: TrainingExamples,
     """
     if config.pretrain_epochs == 0:
         return None
-    rows = min(rows, examples.sizes[UNLABELED] + examples.sizes[TRAIN])
+    rows = min(rows, examples.sizes[UNLABELED_SPLIT] + examples.sizes[TRAIN_SPLIT])
     dataset = data.image_dataset(examples.unlabeled_and_train_files, rows, config.image_size, config.seed,
                                  shuffle=False, keys=examples.keys)
     images = next(iter(dataset))

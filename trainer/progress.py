@@ -2,10 +2,11 @@
 
 `shows_bar` is the one decision, made for every long step: each training phase (`fit_progress`),
 ingestion and `selfsup embed` (`Progress`). Off a terminal (a log file, CI, a pipe) a training phase
-prints Keras's own line per epoch and a counted step a line at every tenth of the way.
+logs a line per epoch (`epoch_line`) and a counted step a line at every tenth of the way, both through
+the selfsup logger (trainer/log.py) at INFO.
 
-This module imports no selfsup module, so that components/ (ingestion) may use it as well as the
-Trainers: it is the one place where the choice between a bar and lines is made.
+This module imports no selfsup module but trainer/log.py, so that components/ (ingestion) may use it as
+well as the Trainers: it is the one place where the choice between a bar and lines is made.
 """
 
 import sys
@@ -15,8 +16,11 @@ from typing import List, Optional, TextIO, Tuple
 import keras
 from tqdm import tqdm
 
-# Keras's fit() verbosity off a terminal: one line per epoch.
-LINE_PER_EPOCH = 2
+from trainer import log
+
+LOG = log.get(__name__)
+# Keras's fit() verbosity with selfsup's progress: Keras prints nothing itself.
+SILENT = 0
 
 
 def shows_bar(stream: Optional[TextIO] = None) -> bool:
@@ -30,9 +34,9 @@ def shows_bar(stream: Optional[TextIO] = None) -> bool:
 
 
 class Progress:
-    """Counts `total` items of work (images, ...): a tqdm bar with an ETA on a terminal, otherwise a line
-    each time another tenth is done ("`description`: 450/1797 images"). `total` None: a bar without an ETA,
-    and no lines."""
+    """Counts `total` items of work (images, ...): a tqdm bar with an ETA on `stream` when it is a terminal,
+    otherwise a log line each time another tenth is done ("`description`: 450/1797 images"). `total` None: a
+    bar without an ETA, and no lines."""
 
     def __init__(self, total: Optional[int], description: str, unit: str, stream: Optional[TextIO] = None):
         self.stream = sys.stderr if stream is None else stream
@@ -50,7 +54,7 @@ class Progress:
             tenths = min(self.done, self.total) * 10 // self.total
             if tenths > self._tenths:
                 self._tenths = tenths
-                print(f"{self.description}: {self.done}/{self.total} {self.unit}s", file=self.stream, flush=True)
+                LOG.info(f"{self.description}: {self.done}/{self.total} {self.unit}s")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -113,14 +117,31 @@ class EpochBar(keras.callbacks.Callback):
             self.bar = None
 
 
+class EpochLines(keras.callbacks.Callback):
+    """Each epoch's metrics as a log line (`epoch_line`), for fits off a terminal. Put it after the callbacks
+    that add to the epoch's logs."""
+
+    def __init__(self, phase: str):
+        super().__init__()
+        self.phase = phase
+        self._epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        LOG.info(epoch_line(self.phase, epoch, self.params.get("epochs") or 1,
+                            time.monotonic() - self._epoch_started, logs))
+
+
 def fit_progress(phase: str, stream: Optional[TextIO] = None) -> Tuple[List[keras.callbacks.Callback], int]:
     """What a Trainer's fit() shows for `phase` (its history prefix: "pretrain", "linear", "distill", ...):
-    ([EpochBar], verbose=0) when `stream` (default sys.stderr) is a terminal, else ([], 2), Keras's one line
-    per epoch.
+    an EpochBar when `stream` (default sys.stderr) is a terminal, else EpochLines (a log line per epoch);
+    Keras itself prints nothing (verbose=0).
 
     Returns:
       The callbacks to append after the others, and the `verbose` to pass to fit().
     """
     if shows_bar(stream):
-        return [EpochBar(phase, stream)], 0
-    return [], LINE_PER_EPOCH
+        return [EpochBar(phase, stream)], SILENT
+    return [EpochLines(phase)], SILENT

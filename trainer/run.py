@@ -10,7 +10,8 @@ reads, `TrainingConfig.pretraining_dict`) plus `role`:
   then distillation when `training.distill_epochs` > 0 (trainer/distill.py);
 - "baseline": the same encoder architecture from random weights, trained on the same labeled
   images, with as many epochs as the candidate's linear + fine-tuning phases, then as many more labeled
-  batches as the candidate's FixMatch and distillation stages train on (finetune.train_classifier `matched`).
+  batches as the candidate's FixMatch and distillation stages train on (finetune.train_classifier `matched`,
+  semi_supervised.matched_labeled_batches).
 Both classifiers export the same SavedModel signatures (trainer/export.py) and write `history.json`
 beside the exported model (in the Model artifact) and TensorBoard logs in the ModelRun artifact, one
 folder per training phase, named as the phase's history keys (`linear/`, `finetune/`, `distill/`, ...).
@@ -41,19 +42,28 @@ from typing import Any, Dict, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from trainer import checkpoints, data, distill, distribute, fixmatch, monitors, precision
+from trainer import checkpoints, data, distill, distribute, fixmatch, log, monitors, precision, semi_supervised
 from trainer.augment import build_finetune_augmenter
+from trainer.contract import (
+    BASELINE_ROLE,
+    CANDIDATE_ROLE,
+    EVAL_SPLIT,
+    HISTORY_FILE,
+    HISTORY_SETTINGS_KEY,
+    PRETRAINER_ROLE,
+    ROLES,
+    TRAIN_SPLIT,
+    UNLABELED_SPLIT,
+)
 from trainer.encoder_artifact import describe, load_encoder, save_encoder, weights_digest
 from trainer.encoders import build_encoder, encoder_outputs_sequence
-from trainer.examples import EVAL, TRAIN, UNLABELED, TrainingExamples, read_training_examples
+from trainer.examples import TrainingExamples, read_training_examples
 from trainer.export import export_classifier
 from trainer.finetune import build_classifier, train_classifier
 from trainer.hparams import ConfigError, TrainingConfig
 from trainer.pretrain import augmented_views_grid, pretrain_encoder
 
-PRETRAINER, CANDIDATE, BASELINE = "pretrainer", "candidate", "baseline"
-ROLES = (PRETRAINER, CANDIDATE, BASELINE)
-HISTORY_FILE = "history.json"
+LOG = log.get(__name__)
 
 
 # The keys the pipeline adds to custom_config beside the training: section: `role` and the trainer's code
@@ -85,9 +95,9 @@ def training_config_from_custom_config(custom_config: Dict[str, Any]) -> Trainin
 
 def custom_config_of(config: TrainingConfig, role: str) -> Dict[str, Any]:
     """The settings this Trainer reads (what its history.json records, and the report shows)."""
-    if role == PRETRAINER:
+    if role == PRETRAINER_ROLE:
         return config.pretraining_dict()
-    return config.baseline_dict() if role == BASELINE else config.to_dict()
+    return config.baseline_dict() if role == BASELINE_ROLE else config.to_dict()
 
 
 def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, examples: TrainingExamples,
@@ -101,7 +111,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     is_sequence = encoder_outputs_sequence(config.encoder)
     encoder_record = None
     with strategy.scope():
-        if role == CANDIDATE:
+        if role == CANDIDATE_ROLE:
             if not base_model:
                 raise ValueError("the candidate Trainer needs the Pretrainer's encoder as its base_model")
             encoder = load_encoder(base_model, config, "training.encoder")
@@ -109,29 +119,29 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         else:
             encoder = build_encoder(config.encoder, config.image_size, config.encoder_width, config.encoder_weights)
 
-    keep_paths = (data.label_budget_paths(examples.files[TRAIN], config.labels_per_class, examples.keys)
+    keep_paths = (data.label_budget_paths(examples.files[TRAIN_SPLIT], config.labels_per_class, examples.keys)
                   if config.labels_per_class is not None else None)
-    train_images = len(keep_paths) if keep_paths is not None else sizes[TRAIN]
+    train_images = len(keep_paths) if keep_paths is not None else sizes[TRAIN_SPLIT]
     if config.labels_per_class is not None:
-        print(f"[selfsup] label budget: {train_images} of {sizes[TRAIN]} train images "
-              f"(at most {config.labels_per_class} per class)", flush=True)
-    train_dataset = data.labeled_dataset(examples.files[TRAIN], config.finetune_batch_size, config.image_size,
+        LOG.info(f"label budget: {train_images} of {sizes[TRAIN_SPLIT]} train images "
+                 f"(at most {config.labels_per_class} per class)")
+    train_dataset = data.labeled_dataset(examples.files[TRAIN_SPLIT], config.finetune_batch_size, config.image_size,
                                          config.seed, shuffle=True, keep_paths=keep_paths, keys=examples.keys)
-    eval_dataset = data.labeled_dataset(examples.files[EVAL], 256, config.image_size, config.seed, shuffle=False,
+    eval_dataset = data.labeled_dataset(examples.files[EVAL_SPLIT], 256, config.image_size, config.seed, shuffle=False,
                                         keys=examples.keys)
     steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
     # The candidate's semi-supervised stages train on labeled batches too: the baseline gets as many more.
-    matched = fixmatch.matched_labeled_batches(config, sizes) if role == BASELINE else (0, 0)
+    matched = semi_supervised.matched_labeled_batches(config, sizes) if role == BASELINE_ROLE else (0, 0)
     if matched[0]:
-        print(f"[selfsup] baseline: {matched[0]} more epochs of {matched[1]} labeled batches, as many as the "
-              "candidate's FixMatch and distillation stages train on", flush=True)
+        LOG.info(f"baseline: {matched[0]} more epochs of {matched[1]} labeled batches, as many as the "
+                 "candidate's FixMatch and distillation stages train on")
     callbacks = [
         monitors.FailOnNanLoss(),
         checkpoints.EpochBackup(backup_dir, backup_save_dir, "classifier training"),
     ]
     history: Dict[str, list] = {}
     timings: Dict[str, float] = {}
-    distilling = role == CANDIDATE and config.distill_epochs > 0
+    distilling = role == CANDIDATE_ROLE and config.distill_epochs > 0
     encoder_weights_before_finetuning = distill.pretrained_encoder_weights(config, encoder) if distilling else None
     started = time.monotonic()
     with strategy.scope():
@@ -140,10 +150,10 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         history.update(train_classifier(
             classifier, encoder, augmenter, distribute.shard_by_data(train_dataset),
             distribute.shard_by_data(eval_dataset), config, steps_per_epoch, callbacks, log_dir,
-            from_scratch=(role == BASELINE), matched=matched,
+            from_scratch=(role == BASELINE_ROLE), matched=matched,
         ))
     timings["classifier_seconds"] = round(time.monotonic() - started, 1)
-    if role == CANDIDATE and config.fixmatch_epochs > 0:
+    if role == CANDIDATE_ROLE and config.fixmatch_epochs > 0:
         started = time.monotonic()
         history.update(fixmatch.fixmatch_classifier(
             config, strategy, classifier, examples, log_dir,
@@ -157,7 +167,7 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
     record = {"history": history, "timings": timings, "encoder": encoder_record, "labeled_train_images": train_images}
-    if role == BASELINE:
+    if role == BASELINE_ROLE:
         record["matched_labeled_batches"] = {"epochs": matched[0], "steps_per_epoch": matched[1]}
     return classifier, record
 
@@ -195,7 +205,7 @@ def train_and_export(custom_config: Dict[str, Any], train_files, serving_model_d
     strategy = distribute.build_strategy(config.strategy, config.tpu_address)
     # Before any model is built: layers take the global policy when they are created.
     policy, reason = precision.precision_for_this_machine(config.precision, strategy)
-    print(f"[selfsup] precision: {policy} ({reason})", flush=True)
+    LOG.info(f"precision: {policy} ({reason})")
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -211,20 +221,20 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
                       log_dir: str, backup_dir: str, base_model: Optional[str]) -> Dict[str, list]:
     keras.utils.set_random_seed(config.seed)
     if eval_files is None:
-        eval_files = data.split_files(data.examples_root(train_files), EVAL)
+        eval_files = data.split_files(data.examples_root(train_files), EVAL_SPLIT)
     examples = read_training_examples(train_files, eval_files, config)
     class_names = examples.class_names
 
     with distribute.writable_folders(serving_model_dir=serving_model_dir, log_dir=log_dir, backup_dir=backup_dir,
                                      artifact_dir=os.path.dirname(serving_model_dir)) as folders:
-        if role == PRETRAINER:
+        if role == PRETRAINER_ROLE:
             backup = checkpoints.EpochBackup(backup_dir, folders["backup_dir"], "pretraining")
             encoder, history, timings = pretrain_encoder(config, strategy, examples, folders["log_dir"], backup)
             record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
                       "timings": timings, "precision": precision_record,
-                      "config": dict(custom_config_of(config, role))}
-            save_encoder(encoder, describe(config, examples.uri, examples.sizes[UNLABELED] + examples.sizes[TRAIN],
-                                           config.init_encoder),
+                      HISTORY_SETTINGS_KEY: dict(custom_config_of(config, role))}
+            pretraining_images = examples.sizes[UNLABELED_SPLIT] + examples.sizes[TRAIN_SPLIT]
+            save_encoder(encoder, describe(config, examples.uri, pretraining_images, config.init_encoder),
                          record, folders["artifact_dir"], folders["serving_model_dir"],
                          encoder_outputs_sequence(config.encoder), augmented_views_grid(config, examples))
         else:
@@ -235,10 +245,11 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
                               image_feature=examples.keys.image)
             tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet
             with tf.io.gfile.GFile(os.path.join(folders["artifact_dir"], HISTORY_FILE), "w") as handle:
-                json.dump(dict(record, role=role, method=config.method, class_names=class_names,
-                               precision=precision_record, config=custom_config_of(config, role)), handle, indent=1)
+                json.dump({**record, "role": role, "method": config.method, "class_names": class_names,
+                           "precision": precision_record, HISTORY_SETTINGS_KEY: custom_config_of(config, role)},
+                          handle, indent=1)
         if distribute.is_chief():
-            print(f"[selfsup] {role} model exported to {serving_model_dir}", flush=True)
+            LOG.info(f"{role} model exported to {serving_model_dir}")
     # Every worker has restored its backups before the chief removes them.
     distribute.barrier(strategy)
     if distribute.is_chief():
