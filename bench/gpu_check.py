@@ -41,10 +41,10 @@ batch do not change the status: they are listed in `skipped`.
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -52,29 +52,24 @@ import sys
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from bench import data_prep
+from bench import data_prep, harness
+from bench.bf16_ops import probe_feeds
+from bench.harness import REPO_ROOT
 from bench.throughput import (
     MEMORY,
-    REPO_ROOT,
     TFRECORD,
     TFRECORD_ONLY,
     Variant,
-    compute_ratios,
     format_report,
-    machine_info,
-    measure_rounds,
-    output_path,
-    probe_feeds,
-    ratio_pairs,
+    measurement_sections,
     start_workers,
-    stop_workers,
-    summarize,
-    summarize_measurements,
-    utilisation,
     variant_records,
 )
+from trainer import log
+from trainer.hparams import METHODS
 
-METHODS = ("simclr", "simsiam", "byol")
+LOG = log.get(__name__)
+
 FEED_CHECK_METHOD = "simclr"  # its float32 default-strategy variant also reads the TFRecords
 # (precision, XLA) of each batch, per strategy, in the order they run.
 BATCH_ORDER = (("float32", False), ("mixed_float16", False), ("mixed_float16", True), ("float32", True))
@@ -87,7 +82,9 @@ RUN_SETTINGS = (
     "training.fixmatch_epochs=2",
     "training.monitor_every_epochs=3", "training.precision=auto", "training.strategy=auto",
 )
-RUN_LOG_PREFIXES = ("[selfsup] precision", "[selfsup] distribution strategy")
+# The lines of the run's log that say what its Trainers chose (trainer/run.py, trainer/distribute.py), after
+# whatever the log's format puts before the message.
+RUN_LOG_CHOICE = re.compile(r"(?:\[selfsup\] )?(?:precision|distribution strategy): .*")
 INSTALL_HINT = ("TensorFlow 2.16.2 finds the GPUs only with its CUDA 12.3 / cuDNN 8.9 libraries: "
                 "`.venv/bin/pip install 'tensorflow[and-cuda]==2.16.2'` (the pip wheels of NVIDIA's libraries), "
                 "then run this check again")
@@ -266,6 +263,12 @@ def run_command(data: pathlib.Path, output: pathlib.Path, settings: Sequence[str
     return command
 
 
+def run_choices(log_text: str) -> List[str]:
+    """What the run's Trainers chose (precision, distribution strategy), each different line once, in order."""
+    return list(dict.fromkeys(match.group(0).strip() for match in map(RUN_LOG_CHOICE.search, log_text.splitlines())
+                              if match))
+
+
 def selfsup_run(data: pathlib.Path, output: pathlib.Path, log_path: pathlib.Path, timeout: float) -> dict:
     """Runs the short `selfsup run` (its process group is stopped at `timeout`); its result, timings, and the
     precision and strategy its Trainers chose (from its log)."""
@@ -284,7 +287,7 @@ def selfsup_run(data: pathlib.Path, output: pathlib.Path, log_path: pathlib.Path
             stdout = None
     seconds = time.time() - started
     log_text = log_path.read_text(errors="replace")
-    chosen = list(dict.fromkeys(line.strip() for line in log_text.splitlines() if line.startswith(RUN_LOG_PREFIXES)))
+    chosen = run_choices(log_text)
     result = {"command": " ".join(command), "log": str(log_path), "seconds": round(seconds, 1),
               "exit_code": process.returncode, "chosen": chosen}
     if stdout is None:
@@ -323,10 +326,10 @@ def check(args) -> Tuple[dict, int]:
     deadline = started + args.budget_seconds
     cache_dir = pathlib.Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    print("[gpu_check] listing devices", flush=True)
+    LOG.info("listing devices")
     devices = devices_report(timeout=max(30.0, args.budget_seconds / 4))
     gpu = bool(devices["gpus"])
-    print(f"[gpu_check] {devices['diagnosis']}", flush=True)
+    LOG.info("%s", devices["diagnosis"])
     methods = tuple(args.methods.split(","))
     unknown = [method for method in methods if method not in METHODS]
     if unknown:
@@ -349,7 +352,7 @@ def check(args) -> Tuple[dict, int]:
         settings["tfrecords"] = args.tfrecords
     else:
         images = 64 if args.quick else 2048
-        print(f"[gpu_check] TFRecords: {images} unlabeled images of cifar10-ssl (cached in {cache_dir})", flush=True)
+        LOG.info("TFRecords: %d unlabeled images of cifar10-ssl (cached in %s)", images, cache_dir)
         settings["tfrecords"] = data_prep.cached_unlabeled_tfrecords(data_prep.cifar_folder(cache_dir), cache_dir,
                                                                      images)
     # Several workers share one GPU: each takes the memory it needs, not all of it.
@@ -365,15 +368,15 @@ def check(args) -> Tuple[dict, int]:
                       f"run; the slowest batch so far took {needed:.0f} s)")
             skipped.extend({"part": "step batch", "variants": [variant.name for variant in later], "reason": reason}
                            for later in batches[index:])
-            print(f"[gpu_check] {reason}: {sum(len(later) for later in batches[index:])} variants", flush=True)
+            LOG.info("%s: %d variants", reason, sum(len(later) for later in batches[index:]))
             break
         batch_started = time.time()
         workers = start_workers(batch, settings, cache_dir / "worker_logs", args.building_at_once,
-                                deadline - run_reserve, prefix="[gpu_check]")
-        batch_measurements = measure_rounds(workers, args.rounds, steps, 0.0 if args.quick else 0.5,
-                                            args.max_seconds, deadline - run_reserve, prefix="[gpu_check]",
+                                deadline - run_reserve)
+        batch_measurements = harness.measure_rounds(workers, args.rounds, steps, 0.0 if args.quick else 0.5,
+                                                    args.max_seconds, deadline - run_reserve,
                                             steps_by_feed={TFRECORD_ONLY: feed_batches})
-        stop_workers(workers)
+        harness.stop_workers(workers)
         measurements.extend(batch_measurements)
         rows = variant_records(workers, batch_measurements)
         stopped = [row["name"] for row in rows if (row["failure"] or {}).get("error_type") == "WorkerTimeout"]
@@ -385,15 +388,14 @@ def check(args) -> Tuple[dict, int]:
         variant_rows.extend(rows)
         batch_seconds.append(time.time() - batch_started)
 
-    summary = summarize_measurements(measurements)
-    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
+    sections = measurement_sections(variant_rows, measurements)
     run = None
     if run_wanted:
         timeout = max(60.0, deadline - time.time())
-        print(f"[gpu_check] selfsup run on a subset of cifar10-ssl (at most {timeout:.0f} s)", flush=True)
+        LOG.info("selfsup run on a subset of cifar10-ssl (at most %.0f s)", timeout)
         folder = run_data_folder(data_prep.cifar_folder(cache_dir), cache_dir / "run_data", RUN_DATA)
         run = selfsup_run(folder, cache_dir / "run_output", cache_dir / "selfsup_run.log", timeout)
-        print(f"[gpu_check] selfsup run: {run['status']} in {run['seconds']:.0f} s", flush=True)
+        LOG.info("selfsup run: %s in %.0f s", run["status"], run["seconds"])
 
     failed = [row["name"] for row in variant_rows if row["status"] != "ok"
               and (row["failure"] or {}).get("error_type") != "WorkerTimeout"]
@@ -402,13 +404,10 @@ def check(args) -> Tuple[dict, int]:
         run is not None and run["status"] == "stopped at the budget")
     status = ("gpus_not_usable" if devices["gpus_not_usable"] else "failures" if failed or run_failed
               else "incomplete" if incomplete else "ok")
-    loads = [m["load_before"][0] for m in measurements] + [m["load_after"][0] for m in measurements]
     any_ready = next((row for row in variant_rows if row.get("keras")), {})
     result = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "-m", "bench.gpu_check", *sys.argv[1:]]),
+        **harness.result_header("bench.gpu_check"),
         "status": status,
-        "machine": machine_info(),
         "devices": devices,
         "gpu": gpu,
         "tensorflow": any_ready.get("tensorflow"),
@@ -421,15 +420,10 @@ def check(args) -> Tuple[dict, int]:
         "failed": failed,
         "variants": variant_rows,
         "measurements": measurements,
-        "summary": summary,
-        "utilisation": utilisation(variant_rows, summary),
-        "ratios": compute_ratios(measurements, ratio_pairs(items)),
-        "ratios_per_cpu_second": compute_ratios(measurements, ratio_pairs(items), "rate_per_cpu_second"),
-        "input_pipeline": input_pipeline_check(summary),
+        **sections,
+        "input_pipeline": input_pipeline_check(sections["summary"]),
         "selfsup_run": run,
-        "load": summarize(loads) if loads else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
-        "cpu_share": summarize([m["cpu_seconds"] / m["seconds"] for m in measurements]) if measurements
-        else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
+        **harness.load_sections(measurements),
         "batch_seconds": batch_seconds,
         "wall_seconds": time.time() - started,
     }
@@ -507,11 +501,10 @@ def main(argv=None) -> int:
         print(json.dumps(list_devices()))
         return 0
     result, exit_code = check(args)
-    path = output_path(args.output, prefix="selfsup_gpu_check")
-    path.write_text(json.dumps(result, indent=2))
+    path = harness.write_result(result, args.output, "selfsup_gpu_check")
     print()
     print(format_check(result))
-    print(f"\n[gpu_check] results: {path}")
+    print(f"\nresults: {path}")
     return exit_code
 
 

@@ -30,39 +30,31 @@ Nothing in `trainer/` is changed: mixed precision is set with
 `keras.mixed_precision.set_global_policy(...)`, XLA with `model.compile(jit_compile=True)` and a
 MirroredStrategy (Variant.strategy) with `trainer.distribute.build_strategy` inside the worker. A
 variant that fails to build or compile is reported with the error and, for XLA, the ops XLA could not
-compile. The workers and rounds (`start_workers`, `measure_rounds`, `summarize_measurements`,
-`utilisation`) are also what `bench.gpu_check` runs.
+compile.
+
+The workers, rounds and summaries are `bench.harness`'s, the machine record `bench.machine`'s, the probe's
+operations `bench.bf16_ops`'s; this module holds the benchmark: its variants, the worker that builds and runs
+one, the ratios, the FLOP utilisation and the table. `bench.gpu_check` runs its workers and sections too.
 """
 
 import argparse
 import dataclasses
-import datetime
 import json
-import os
 import pathlib
-import platform
-import queue
-import re
-import statistics
-import subprocess
 import sys
-import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-PROTOCOL_PREFIX = "BENCH "
+from bench import harness
+from bench.bf16_ops import PROBE_OPERATIONS, probe_feeds, probe_operations
+from trainer import log
+
+LOG = log.get(__name__)
+
 MEMORY, TFRECORD, AUGMENT_ONLY, TFRECORD_ONLY = "memory", "tfrecord", "augment_only", "tfrecord_only"
 STEP_FEEDS = (MEMORY, TFRECORD)
-PROBE_OPERATIONS = ("matmul", "conv", "conv_grad")
 # The dtype the matrix units compute in under each Keras dtype policy: the probe's peak to compare with.
 COMPUTE_DTYPES = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
-
-
-def probe_feeds(dtypes: Sequence[str]) -> Tuple[str, ...]:
-    """The micro-benchmark's feeds ("matmul_float32", ...) for these dtypes."""
-    return tuple(f"{operation}_{dtype}" for operation in PROBE_OPERATIONS for dtype in dtypes)
-
 
 PROBE_FEEDS = probe_feeds(("float32", "bfloat16"))
 
@@ -125,25 +117,6 @@ OURS_DEFAULT = ("simclr", MEMORY)
 # Worker process: builds one variant, then runs measurement commands read from stdin.
 # ----------------------------------------------------------------------------------------------
 
-def _send(kind: str, payload: dict) -> None:
-    sys.stdout.write(f"{PROTOCOL_PREFIX}{kind} {json.dumps(payload)}\n")
-    sys.stdout.flush()
-
-
-def describe_failure(error: BaseException) -> dict:
-    """The error's type, its first lines, and the op names XLA or the CPU kernels refused, if named."""
-    text = f"{type(error).__name__}: {error}"
-    unsupported = sorted(set(re.findall(r"No registered '([A-Za-z0-9_]+)' OpKernel for XLA", text)))
-    no_kernel = sorted(set(re.findall(r"Could not find device for node: \{\{node ([A-Za-z0-9_]+)\}\}", text))
-                       | set(re.findall(r"No OpKernel was registered to support Op '([A-Za-z0-9_]+)'", text)))
-    return {
-        "error_type": type(error).__name__,
-        "error": text[:4000],
-        "xla_unsupported_ops": unsupported,
-        "ops_without_kernel": no_kernel,
-    }
-
-
 def _build_model(variant: Variant, batch_size: int, image_size: int, width: int, seed: int):
     import keras
 
@@ -195,35 +168,14 @@ def _datasets(feeds: Sequence[str], tfrecords: str, batch_size: int, image_size:
 
 
 def _probe_worker(args, variant: Variant) -> None:
-    """Micro-benchmark in the dtypes of the variant's feeds (float32, bfloat16, float16): a square matmul
-    (--probe-matmul-size), and the encoder's second convolution (3x3, 128 -> 128 channels, stride 2, on
-    16x16 maps) forward, and forward + both gradients."""
+    """Micro-benchmark (bench.bf16_ops's probe) in the dtypes of the variant's feeds (float32, bfloat16, float16):
+    a square matmul (--probe-matmul-size), and the encoder's second convolution forward, and forward + both
+    gradients."""
     import tensorflow as tf
 
-    matmul_n = args.probe_matmul_size
-    conv_batch = 32 if args.quick else 512
-    conv_flops = 2 * conv_batch * 8 * 8 * 128 * 9 * 128
     operations = {}
     for dtype_name in dict.fromkeys(feed.rsplit("_", 1)[1] for feed in variant.feeds):
-        dtype = tf.as_dtype(dtype_name)
-        a = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=1), dtype)
-        b = tf.cast(tf.random.normal([matmul_n, matmul_n], seed=2), dtype)
-        x = tf.cast(tf.random.normal([conv_batch, 16, 16, 128], seed=3), dtype)
-        k = tf.cast(tf.random.normal([3, 3, 128, 128], seed=4), dtype)
-
-        def conv_grad(x=x, k=k):
-            with tf.GradientTape() as tape:
-                tape.watch([x, k])
-                total = tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 2, "SAME"), tf.float32))
-            grad_x, grad_k = tape.gradient(total, [x, k])
-            return tf.reduce_sum(tf.cast(grad_x, tf.float32)) + tf.reduce_sum(tf.cast(grad_k, tf.float32))
-
-        operations[f"matmul_{dtype_name}"] = (
-            tf.function(lambda a=a, b=b: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32))), 2 * matmul_n ** 3)
-        operations[f"conv_{dtype_name}"] = (
-            tf.function(lambda x=x, k=k: tf.reduce_sum(tf.cast(tf.nn.conv2d(x, k, 2, "SAME"), tf.float32))),
-            conv_flops)
-        operations[f"conv_grad_{dtype_name}"] = (tf.function(conv_grad), 3 * conv_flops)
+        operations.update(probe_operations(dtype_name, args.probe_matmul_size, 32 if args.quick else 512))
     first, repeats = {}, {}
     for name, (function, _) in operations.items():
         started = time.perf_counter()
@@ -232,24 +184,24 @@ def _probe_worker(args, variant: Variant) -> None:
         started = time.perf_counter()
         function().numpy()
         repeats[name] = max(2, min(200, int(args.probe_seconds / max(time.perf_counter() - started, 1e-4))))
-    _send("READY", {"tensorflow": tf.__version__, "first_step_seconds": first, "traces": None,
-                    "jit_compile": False, "policy": None, "peak_rss_mb": _peak_rss_mb(), "probe_repeats": repeats,
-                    "step_seconds": None})
+    harness.send("READY", {"tensorflow": tf.__version__, "first_step_seconds": first, "traces": None,
+                           "jit_compile": False, "policy": None, "peak_rss_mb": harness.peak_rss_mb(),
+                           "probe_repeats": repeats, "step_seconds": None})
     for line in sys.stdin:
         command = line.split()
         if not command or command[0] == "quit":
             return
         feed = command[1]
         function, flops = operations[feed]
-        cpu_before, load_before = _cpu_seconds(), os.getloadavg()
-        started = time.perf_counter()
-        for _ in range(repeats[feed]):
-            value = function()
-        value.numpy()
-        seconds = time.perf_counter() - started
-        _send("RESULT", {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_before, "load_before": load_before,
-                         "load_after": os.getloadavg(), "work": repeats[feed] * flops / 1e9, "unit": "GFLOP/s",
-                         "loss": None, "steps": repeats[feed]})
+
+        def run(function=function, feed=feed):
+            for _ in range(repeats[feed]):
+                value = function()
+            return value.numpy()
+
+        _, timing = harness.timed(run)
+        harness.send("RESULT", {**timing, "work": repeats[feed] * flops / 1e9, "unit": "GFLOP/s", "loss": None,
+                                "steps": repeats[feed]})
 
 
 def _strategy(name: str):
@@ -275,17 +227,6 @@ def _count_flops(model, train_step, variant: Variant, batch_size: int, image_siz
         return None
     counted = train_step_flops(train_step, batch_size, image_size)
     return {**counted, "encoder_forward_per_image": forward_flops(model.encoder)}
-
-
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker_main(args) -> int:
@@ -362,15 +303,15 @@ def worker_main(args) -> int:
             step_seconds[feed] = (time.perf_counter() - started) / args.warmup_steps if args.warmup_steps else None
         flops = _count_flops(model, train_step, variant, args.batch_size, args.image_size)
     except Exception as error:  # a variant that cannot build or compile is a result, not a crash
-        _send("FAILED", describe_failure(error))
+        harness.send("FAILED", harness.describe_failure(error))
         return 1
-    _send("READY", {
+    harness.send("READY", {
         "tensorflow": tf.__version__, "keras": keras.__version__, "first_step_seconds": first_step,
         "step_seconds": step_seconds, "traces": traces["count"], "jit_compile": bool(model.jit_compile),
         # Keras silently compiles without XLA when a layer declares supports_jit=False: name them.
         "layers_without_jit": sorted(f"{type(layer).__name__} ({layer.name})" for layer in model._flatten_layers()
                                      if not getattr(layer, "supports_jit", True)),
-        "policy": keras.mixed_precision.global_policy().name, "peak_rss_mb": _peak_rss_mb(),
+        "policy": keras.mixed_precision.global_policy().name, "peak_rss_mb": harness.peak_rss_mb(),
         "encoder_parameters": int(model.encoder.count_params()), "flops": flops,
         "replicas": strategy.num_replicas_in_sync, "replica_devices": replica_devices,
     })
@@ -380,17 +321,13 @@ def worker_main(args) -> int:
             return 0
         _, feed, steps = command
         steps = int(steps)
-        cpu_before, load_before = _cpu_seconds(), os.getloadavg()
-        started = time.perf_counter()
         try:
-            loss = run_steps(feed, steps)
+            loss, timing = harness.timed(lambda feed=feed, steps=steps: run_steps(feed, steps))
         except Exception as error:
-            _send("FAILED", describe_failure(error))
+            harness.send("FAILED", harness.describe_failure(error))
             return 1
-        seconds = time.perf_counter() - started
-        _send("RESULT", {"seconds": seconds, "cpu_seconds": _cpu_seconds() - cpu_before, "load_before": load_before,
-                         "load_after": os.getloadavg(), "work": steps * args.batch_size, "unit": "images/s",
-                         "loss": loss, "traces": traces["count"], "steps": steps})
+        harness.send("RESULT", {**timing, "work": steps * args.batch_size, "unit": "images/s", "loss": loss,
+                                "traces": traces["count"], "steps": steps})
     return 0
 
 
@@ -398,157 +335,26 @@ def worker_main(args) -> int:
 # Parent process: data, workers, rounds, summary.
 # ----------------------------------------------------------------------------------------------
 
-class Worker:
-    """A worker subprocess speaking the line protocol (BENCH READY/RESULT/FAILED {json}).
-
-    `wait_ready` and `measure` take an optional timeout in seconds: a worker that does not answer in
-    time is killed and reported as failed (WorkerTimeout).
-    """
-
-    def __init__(self, variant: Variant, settings: dict, log_path: pathlib.Path):
-        self.variant = variant
-        self.log_path = log_path
-        self.ready: Optional[dict] = None
-        self.failure: Optional[dict] = None
-        spec = json.dumps(dataclasses.asdict(variant))
-        command = [sys.executable, "-m", "bench.throughput", "--worker", spec]
-        for key in ("batch_size", "image_size", "width", "seed", "warmup_steps", "memory_images", "tfrecords",
-                    "probe_seconds", "probe_matmul_size"):
-            command += [f"--{key.replace('_', '-')}", str(settings[key])]
-        if settings["quick"]:
-            command.append("--quick")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore")
-        self._log = open(log_path, "w")
-        self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._log, text=True, env=env, bufsize=1)
-        self._messages: "queue.Queue[Optional[Tuple[str, dict]]]" = queue.Queue()
-        threading.Thread(target=self._pump, name=f"worker-{variant.name}", daemon=True).start()
-
-    def _pump(self) -> None:
-        """Puts every protocol message of the worker's stdout on the queue, then None at its end."""
-        for line in self.process.stdout:
-            if line.startswith(PROTOCOL_PREFIX):
-                kind, _, payload = line[len(PROTOCOL_PREFIX):].partition(" ")
-                self._messages.put((kind, json.loads(payload)))
-        self._messages.put(None)
-
-    def _read(self, timeout: Optional[float] = None) -> Tuple[str, dict]:
-        try:
-            message = self._messages.get(timeout=timeout)
-        except queue.Empty:
-            self.process.kill()
-            self.process.wait()
-            return "FAILED", {"error_type": "WorkerTimeout", "error": f"no answer in {timeout:.0f} s: the worker was "
-                              f"stopped; stderr tail:\n{self._stderr_tail()}", "xla_unsupported_ops": [],
-                              "ops_without_kernel": []}
-        if message is not None:
-            return message
-        self._messages.put(None)
-        self.process.wait()
-        return "FAILED", {"error_type": "WorkerExit", "error": f"worker exited with code {self.process.returncode}; "
-                          f"stderr tail:\n{self._stderr_tail()}", "xla_unsupported_ops": [],
-                          "ops_without_kernel": []}
-
-    def _stderr_tail(self, characters: int = 3000) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-characters:]
-
-    def wait_ready(self, timeout: Optional[float] = None) -> bool:
-        kind, payload = self._read(timeout)
-        if kind == "READY":
-            self.ready = payload
-            return True
-        self.failure = payload
-        self.stop()
-        return False
-
-    def measure(self, feed: str, steps: int, timeout: Optional[float] = None) -> Optional[dict]:
-        self.process.stdin.write(f"run {feed} {steps}\n")
-        self.process.stdin.flush()
-        kind, payload = self._read(timeout)
-        if kind == "RESULT":
-            return payload
-        self.failure = payload
-        self.stop()
-        return None
-
-    def request_quit(self) -> None:
-        """Asks the worker to exit, without waiting."""
-        if self.process.poll() is None and not self.process.stdin.closed:
-            try:
-                self.process.stdin.write("quit\n")
-                self.process.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-
-    def stop(self) -> None:
-        """Asks the worker to exit and waits for it (killing this worker only if it does not exit in 60 s)."""
-        self.request_quit()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._log.close()
+# The settings a worker takes on its command line (--batch-size ...), besides its variant and --quick.
+WORKER_SETTINGS = ("batch_size", "image_size", "width", "seed", "warmup_steps", "memory_images", "tfrecords",
+                   "probe_seconds", "probe_matmul_size")
 
 
-def machine_info() -> dict:
-    cpuinfo = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
-    flags = re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.MULTILINE)
-    flag_set = set(flags.group(1).split()) if flags else set()
-    interesting = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile", "avx_vnni")
-    try:
-        memory_kb = int(re.search(r"MemTotal:\s*(\d+)", pathlib.Path("/proc/meminfo").read_text()).group(1))
-    except (OSError, AttributeError):
-        memory_kb = 0
-    return {
-        "hostname": platform.node(),
-        "nproc": os.cpu_count(),
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        # Both AMD Zen 3 and Zen 4 machines report "AMD EPYC": the family/model numbers tell them apart.
-        "cpu_family_model": "/".join(match.group(1) for match in (
-            re.search(rf"^{field}\s*:\s*(\d+)$", cpuinfo, re.MULTILINE) for field in ("cpu family", "model")) if match),
-        "cpu_flags": {flag: flag in flag_set for flag in interesting},
-        "memory_gib": round(memory_kb / 1024 ** 2, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+def worker_command(variant: Variant, settings: dict) -> List[str]:
+    """The command line of the worker process of `variant` (`python -m bench.throughput --worker ...`)."""
+    command = [sys.executable, "-m", "bench.throughput", "--worker", json.dumps(dataclasses.asdict(variant))]
+    for key in WORKER_SETTINGS:
+        command += [f"--{key.replace('_', '-')}", str(settings[key])]
+    if settings["quick"]:
+        command.append("--quick")
+    return command
 
 
-def summarize(values: List[float]) -> dict:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values), "n": len(values)}
-
-
-def round_orders(items: List[Tuple[str, str]], rounds: int) -> List[List[Tuple[str, str]]]:
-    """Round r runs the items rotated by r positions, reversed on odd rounds (so no item always follows another)."""
-    orders = []
-    for index in range(rounds):
-        shift = index % len(items)
-        order = items[shift:] + items[:shift]
-        orders.append(order[::-1] if index % 2 else order)
-    return orders
-
-
-def compute_ratios(measurements: List[dict], pairs: List[Tuple[Tuple[str, str], Tuple[str, str]]],
-                   field: str = "rate") -> Dict[str, dict]:
-    """For each (numerator, denominator) pair: per-round ratios of `field`, and their min/median/max.
-
-    `field` is "rate" (per wall-clock second) or "rate_per_cpu_second" (per CPU-second of the measured
-    worker: far less sensitive to other processes taking cores, since this machine has no SMT).
-    """
-    rates = {(m["round"], m["variant"], m["feed"]): m[field] for m in measurements}
-    ratios = {}
-    for numerator, denominator in pairs:
-        per_round = [
-            rates[(r, *numerator)] / rates[(r, *denominator)]
-            for r in sorted({m["round"] for m in measurements})
-            if (r, *numerator) in rates and (r, *denominator) in rates
-        ]
-        if per_round:
-            key = f"{numerator[0]}[{numerator[1]}] / {denominator[0]}[{denominator[1]}]"
-            ratios[key] = {**summarize(per_round), "per_round": per_round}
-    return ratios
+def start_workers(variants: Sequence[Variant], settings: dict, log_dir: pathlib.Path, building_at_once: int = 2,
+                  deadline: Optional[float] = None) -> List[harness.Worker]:
+    """One worker per variant (harness.start_workers): ready, or failed."""
+    return harness.start_workers(variants, lambda variant: worker_command(variant, settings), log_dir,
+                                 building_at_once, deadline)
 
 
 def ratio_pairs(measured: List[Tuple[str, str]]) -> List[Tuple[Tuple[str, str], Tuple[str, str]]]:
@@ -575,7 +381,7 @@ def ratio_pairs(measured: List[Tuple[str, str]]) -> List[Tuple[Tuple[str, str], 
     for name, feed in measured:
         if feed == AUGMENT_ONLY and (name, MEMORY) in present:
             pairs.append(((name, MEMORY), (name, AUGMENT_ONLY)))
-    for op in ("matmul", "conv", "conv_grad"):
+    for op in PROBE_OPERATIONS:
         if (("probe", f"{op}_bfloat16") in present) and (("probe", f"{op}_float32") in present):
             pairs.append((("probe", f"{op}_bfloat16"), ("probe", f"{op}_float32")))
     return pairs
@@ -673,118 +479,12 @@ def _utilisation_notes(variants: List[dict], usage: Dict[str, dict]) -> List[str
     return lines
 
 
-def steps_for(worker: "Worker", feed: str, steps: int, max_seconds: float) -> int:
-    """`steps`, or fewer (at least 3) when the warm-up says they would take longer than `max_seconds`."""
-    step_seconds = (worker.ready.get("step_seconds") or {}).get(feed)
-    if not step_seconds:
-        return steps
-    return max(min(steps, 3), min(steps, int(max_seconds / step_seconds)))
-
-
-def retraces(name: str, ready: Optional[dict], measurements: List[dict]) -> Optional[int]:
-    """How often the train step was traced again after warm-up (0: no Python work per step)."""
-    counts = [m["traces"] for m in measurements if m["variant"] == name and m.get("traces") is not None]
-    if not ready or ready.get("traces") is None or not counts:
-        return None
-    return max(counts) - ready["traces"]
-
-
-def output_path(output: str, prefix: str = "selfsup_throughput") -> pathlib.Path:
-    """`output` if it names a .json file, else a new time-stamped file in the folder `output`."""
-    path = pathlib.Path(output)
-    if path.suffix == ".json":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    return path / f"{prefix}_{datetime.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
-
-
-def seconds_until(deadline: Optional[float]) -> Optional[float]:
-    """Seconds left until `deadline` (a time.time() value; at least 1), or None without a deadline."""
-    return None if deadline is None else max(1.0, deadline - time.time())
-
-
-def start_workers(variants: Sequence[Variant], settings: dict, log_dir: pathlib.Path, building_at_once: int = 2,
-                  deadline: Optional[float] = None, prefix: str = "[bench]") -> List[Worker]:
-    """One worker per variant, at most `building_at_once` building and compiling at a time; returns when every
-    worker is ready (idle, waiting for commands) or has failed (a worker not ready by `deadline`, a time.time()
-    value, is stopped and counts as failed)."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    print(f"{prefix} starting {len(variants)} workers (build, compile, warm up); logs in {log_dir}", flush=True)
-    workers = []
-    for index, variant in enumerate(variants):
-        if index >= building_at_once:  # nothing is measured yet
-            workers[index - building_at_once].wait_ready(seconds_until(deadline))
-        workers.append(Worker(variant, settings, log_dir / f"{variant.name}.log"))
-    for worker in workers:
-        if worker.ready is None and worker.failure is None:
-            worker.wait_ready(seconds_until(deadline))
-    for worker in workers:
-        state = "ready" if worker.ready else f"FAILED: {worker.failure['error'].splitlines()[0][:200]}"
-        print(f"{prefix}   {worker.variant.name}: {state}", flush=True)
-    return workers
-
-
-def measure_rounds(workers: Sequence[Worker], rounds: int, steps: int, pause: float, max_seconds: float,
-                   deadline: Optional[float] = None, prefix: str = "[bench]",
-                   steps_by_feed: Optional[Dict[str, int]] = None) -> List[dict]:
-    """`rounds` rounds over every (variant, feed) pair of the ready workers, one worker at a time, in
-    `round_orders`; returns one measurement dict per pair and round (a worker that has not answered by
-    `deadline` is stopped and counts as failed). `steps_by_feed` gives some feeds another number of steps."""
-    live = [worker for worker in workers if worker.ready]
-    items = [(worker.variant.name, feed) for worker in live for feed in worker.variant.feeds]
-    by_name = {worker.variant.name: worker for worker in workers}
-    measurements = []
-    for round_index, order in enumerate(round_orders(items, rounds) if items else []):
-        for name, feed in order:
-            worker = by_name[name]
-            if worker.failure:
-                continue
-            time.sleep(pause)  # let the previous worker's prefetch threads go idle
-            feed_steps = (steps_by_feed or {}).get(feed, steps)
-            result = worker.measure(feed, steps_for(worker, feed, feed_steps, max_seconds), seconds_until(deadline))
-            if result is None:
-                print(f"{prefix} round {round_index + 1}: {name}[{feed}] FAILED", flush=True)
-                continue
-            rate = result["work"] / result["seconds"]
-            measurement = {"round": round_index, "variant": name, "feed": feed, "rate": rate,
-                           "rate_per_cpu_second": result["work"] / max(result["cpu_seconds"], 1e-9), **result}
-            measurements.append(measurement)
-            print(f"{prefix} round {round_index + 1}/{rounds} {name:<24} {feed:<16} {rate:9.1f} {result['unit']:<9} "
-                  f"cpu {result['cpu_seconds'] / result['seconds']:.2f} cores, load {result['load_before'][0]:.2f}",
-                  flush=True)
-    return measurements
-
-
-def stop_workers(workers: Sequence[Worker]) -> None:
-    """Asks every worker to quit first, then waits: they shut down in parallel."""
-    for worker in workers:
-        worker.request_quit()
-    for worker in workers:
-        worker.stop()
-
-
-def summarize_measurements(measurements: List[dict]) -> Dict[str, dict]:
-    """Per "variant[feed]": the unit, min / median / max of the rate (wall-clock and per CPU-second), the last loss."""
-    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
-    summary = {}
-    for name, feed in items:
-        rows = [m for m in measurements if m["variant"] == name and m["feed"] == feed]
-        summary[f"{name}[{feed}]"] = {
-            "variant": name, "feed": feed, "unit": rows[0]["unit"],
-            "rate": summarize([m["rate"] for m in rows]),
-            "rate_per_cpu_second": summarize([m["rate_per_cpu_second"] for m in rows]),
-            "loss_last": rows[-1]["loss"],
-        }
-    return summary
-
-
-def variant_records(workers: Sequence[Worker], measurements: List[dict]) -> List[dict]:
+def variant_records(workers: Sequence[harness.Worker], measurements: List[dict]) -> List[dict]:
     """Each worker's variant, status, failure and READY payload (build details, FLOPs), for the JSON."""
     return [
         {**dataclasses.asdict(worker.variant), "status": "ok" if worker.ready and not worker.failure else "failed",
          "failure": worker.failure, **(worker.ready or {}),
-         "retraces_while_measured": retraces(worker.variant.name, worker.ready, measurements)}
+         "retraces_while_measured": harness.retraces(worker.variant.name, worker.ready, measurements)}
         for worker in workers
     ]
 
@@ -828,6 +528,15 @@ def utilisation(variants: List[dict], summary: Dict[str, dict]) -> Dict[str, dic
     return result
 
 
+def measurement_sections(variant_rows: List[dict], measurements: List[dict]) -> dict:
+    """The result's summary, utilisation, ratios and ratios_per_cpu_second (bench.throughput's and
+    bench.gpu_check's JSON, and --report)."""
+    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
+    summary = harness.summarize_measurements(measurements)
+    return {"summary": summary, "utilisation": utilisation(variant_rows, summary),
+            **harness.ratio_sections(measurements, ratio_pairs(items))}
+
+
 def parent_main(args) -> int:
     from bench import data_prep
 
@@ -859,46 +568,35 @@ def parent_main(args) -> int:
     cache_dir = pathlib.Path(args.cache_dir)
     if args.tfrecords:
         tfrecords = args.tfrecords
-        print(f"[bench] TFRecords: {tfrecords} (given)", flush=True)
+        LOG.info("TFRecords: %s (given)", tfrecords)
     else:
         source = pathlib.Path(args.data) if args.data else data_prep.cifar_folder(cache_dir)
-        print(f"[bench] TFRecords: {tfrecord_images} unlabeled images of {source} (ingested with selfsup's ingest "
-              f"once, cached in {cache_dir})", flush=True)
+        LOG.info("TFRecords: %d unlabeled images of %s (ingested with selfsup's ingest once, cached in %s)",
+                 tfrecord_images, source, cache_dir)
         tfrecords = data_prep.cached_unlabeled_tfrecords(source, cache_dir, tfrecord_images)
     settings["tfrecords"] = tfrecords
 
     workers = start_workers(variants, settings, cache_dir / "worker_logs")
-    measurements = measure_rounds(workers, rounds, steps, 0.0 if quick else args.pause, args.max_seconds)
-    stop_workers(workers)
+    measurements = harness.measure_rounds(workers, rounds, steps, 0.0 if quick else args.pause, args.max_seconds)
+    harness.stop_workers(workers)
 
-    items = list(dict.fromkeys((m["variant"], m["feed"]) for m in measurements))
-    summary = summarize_measurements(measurements)
-    loads = [m["load_before"][0] for m in measurements] + [m["load_after"][0] for m in measurements]
     any_ready = next((worker.ready for worker in workers if worker.ready and worker.ready.get("keras")), {})
     variant_rows = variant_records(workers, measurements)
     result = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "-m", "bench.throughput", *sys.argv[1:]]),
-        "machine": machine_info(),
+        **harness.result_header("bench.throughput"),
         "tensorflow": any_ready.get("tensorflow"),
         "keras": any_ready.get("keras"),
         "settings": {**settings, "steps": steps, "rounds": rounds, "tfrecord_images": tfrecord_images},
         "variants": variant_rows,
         "measurements": measurements,
-        "summary": summary,
-        "utilisation": utilisation(variant_rows, summary),
-        "ratios": compute_ratios(measurements, ratio_pairs(items)),
-        "ratios_per_cpu_second": compute_ratios(measurements, ratio_pairs(items), "rate_per_cpu_second"),
-        "load": summarize(loads) if loads else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
-        "cpu_share": summarize([m["cpu_seconds"] / m["seconds"] for m in measurements]) if measurements
-        else {"min": 0.0, "median": 0.0, "max": 0.0, "n": 0},
+        **measurement_sections(variant_rows, measurements),
+        **harness.load_sections(measurements),
         "wall_seconds": time.time() - started,
     }
-    path = output_path(args.output)
-    path.write_text(json.dumps(result, indent=2))
+    path = harness.write_result(result, args.output, "selfsup_throughput")
     print()
     print(format_report(result))
-    print(f"\n[bench] results: {path} ({result['wall_seconds']:.0f} s)")
+    print(f"\nresults: {path} ({result['wall_seconds']:.0f} s)")
     return 0
 
 
@@ -941,13 +639,7 @@ def main(argv=None) -> int:
         return worker_main(args)
     if args.report:
         result = json.loads(pathlib.Path(args.report).read_text())
-        items = sorted({(m["variant"], m["feed"]) for m in result["measurements"]},
-                       key=[(m["variant"], m["feed"]) for m in result["measurements"]].index)
-        result["summary"] = summarize_measurements(result["measurements"])
-        result["utilisation"] = utilisation(result["variants"], result["summary"])
-        result["ratios"] = compute_ratios(result["measurements"], ratio_pairs(items))
-        result["ratios_per_cpu_second"] = compute_ratios(result["measurements"], ratio_pairs(items),
-                                                         "rate_per_cpu_second")
+        result.update(measurement_sections(result["variants"], result["measurements"]))
         print(format_report(result))
         return 0
     return parent_main(args)
@@ -955,3 +647,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
