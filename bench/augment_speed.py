@@ -17,7 +17,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from bench.throughput import machine_info
+from bench.machine import machine_info
 from trainer.augment import build_augmenter, view_maker
 from trainer.hparams import augment_settings
 

@@ -15,6 +15,8 @@ import sys
 import tarfile
 from typing import Optional
 
+from trainer.contract import INGEST_REPORT_FILE, SPLIT_FOLDER_PREFIX, UNLABELED_SPLIT
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_ARCHIVE = pathlib.Path(
     os.environ.get("SELFSUP_CIFAR_ARCHIVE", REPO_ROOT.parent / "shared" / "datasets" / "cifar10-ssl.tar.gz")
@@ -78,11 +80,11 @@ def cached_unlabeled_tfrecords(source: pathlib.Path, cache_dir: pathlib.Path, im
     """File pattern of the unlabeled split of `images` images of `source`, ingested once and cached."""
     root = cache_dir / f"tfrecords_{images}"
     examples = root / "examples"
-    report_path = examples / "ingest_report.json"
+    report_path = examples / INGEST_REPORT_FILE
     if report_path.exists():
         with open(report_path) as handle:
-            if json.load(handle)["splits"]["unlabeled"]["written"] == images:
-                return str(examples / "Split-unlabeled" / "*")
+            if json.load(handle)["splits"][UNLABELED_SPLIT]["written"] == images:
+                return str(examples / f"{SPLIT_FOLDER_PREFIX}{UNLABELED_SPLIT}" / "*")
     if root.exists():
         shutil.rmtree(root)
     folder = sampled_folder(source, root / "folder", images)
@@ -91,7 +93,7 @@ def cached_unlabeled_tfrecords(source: pathlib.Path, cache_dir: pathlib.Path, im
     completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"ingest failed ({' '.join(command)}):\n{completed.stderr[-3000:]}")
-    return str(examples / "Split-unlabeled" / "*")
+    return str(examples / f"{SPLIT_FOLDER_PREFIX}{UNLABELED_SPLIT}" / "*")
 
 
 def _ingest(folder: str, examples: str, report: str) -> None:

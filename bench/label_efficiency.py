@@ -19,7 +19,9 @@ import sys
 import time
 from typing import Dict, List
 
-from bench.throughput import machine_info
+from bench.machine import machine_info
+from trainer.contract import SUMMARY_FILE
+from trainer.hparams import METHODS
 
 
 def write_config(path: str, method: str, pretrain_epochs: int, extra_yaml: str) -> None:
@@ -41,7 +43,7 @@ def run_method(data: str, output_root: str, method: str, pretrain_epochs: int, e
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{method} run failed:\n{completed.stderr[-3000:]}")
-    with open(os.path.join(output, "summary.json"), encoding="utf-8") as handle:
+    with open(os.path.join(output, SUMMARY_FILE), encoding="utf-8") as handle:
         summary = json.load(handle)
     timings = summary.get("timings") or {}
     pretrainer = timings.get("pretrainer") or {}
@@ -66,7 +68,7 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="image folder in the selfsup layout")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--methods", nargs="+", default=["simclr", "simsiam", "byol"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--extra-yaml", default="", help="more lines for the training: section (2-space indent)")
     args = parser.parse_args(argv)

@@ -14,7 +14,6 @@ If data is streamed, the peak stays about the same when the unlabeled set double
 """
 
 import argparse
-import datetime
 import json
 import os
 import pathlib
@@ -26,8 +25,11 @@ import time
 
 import psutil
 
-from bench import data_prep
-from bench.throughput import machine_info, output_path
+from bench import data_prep, harness
+from trainer import log
+from trainer.contract import SUMMARY_FILE
+
+LOG = log.get(__name__)
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SELFSUP = REPO_ROOT / ".venv" / "bin" / "selfsup"
@@ -137,7 +139,7 @@ def run_and_sample(data_dir: pathlib.Path, output_dir: pathlib.Path, config_path
                 sampler.last_line = line.strip()[:200]
         process.wait()
         sampler.stop()
-    summary_path = output_dir / "summary.json"
+    summary_path = output_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return {
         "command": " ".join(command),
@@ -179,26 +181,23 @@ def main(argv=None) -> int:
     for label, copies in (("as is", 1), ("unlabeled doubled", 2)):
         folder = peak_dir / f"data_x{copies}"
         counts = build_folder(source, folder, copies)
-        print(f"[peak_memory] {label}: {counts} -> selfsup run", flush=True)
+        LOG.info("%s: %s -> selfsup run", label, counts)
         run = run_and_sample(folder, peak_dir / f"run_x{copies}", config_path, args.interval,
                              peak_dir / f"run_x{copies}.log")
         run.update(label=label, unlabeled_copies=copies, files=counts, load_after=os.getloadavg())
         runs.append(run)
-        print(f"[peak_memory]   exit {run['exit_code']} ({run['status']}) in {run['seconds']:.0f} s: peak RSS of the "
-              f"process tree {run['peak_rss_tree_mb']:.0f} MB, largest process {run['peak_rss_largest_process_mb']:.0f}"
-              f" MB, at {run['peak_at_seconds']:.0f} s during: {run['peak_during']}", flush=True)
+        LOG.info(f"  exit {run['exit_code']} ({run['status']}) in {run['seconds']:.0f} s: peak RSS of the process "
+                 f"tree {run['peak_rss_tree_mb']:.0f} MB, largest process {run['peak_rss_largest_process_mb']:.0f} MB, "
+                 f"at {run['peak_at_seconds']:.0f} s during: {run['peak_during']}")
 
     result = {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python", "-m", "bench.peak_memory", *(argv if argv is not None else sys.argv[1:])]),
-        "machine": machine_info(),
+        **harness.result_header("bench.peak_memory", argv),
         "config": config_path.read_text(),
         "runs": runs,
         "growth_when_unlabeled_doubles": round(runs[1]["peak_rss_tree_mb"] / max(runs[0]["peak_rss_tree_mb"], 1e-9), 3),
     }
-    path = output_path(args.output, prefix="selfsup_peak_memory")
-    path.write_text(json.dumps(result, indent=2))
-    print(f"[peak_memory] peak RSS grows x{result['growth_when_unlabeled_doubles']:.2f} when the unlabeled set "
+    path = harness.write_result(result, args.output, "selfsup_peak_memory")
+    print(f"peak RSS grows x{result['growth_when_unlabeled_doubles']:.2f} when the unlabeled set "
           f"doubles; results: {path}")
     return 0 if all(run["exit_code"] == 0 for run in runs) else 1
 
