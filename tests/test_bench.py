@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 from conftest import REPO_ROOT, real_image_sample
 
-from bench import flops
+from bench import bf16_ops, flops, harness
+from bench.machine import machine_info
 from bench.throughput import utilisation
 from components.image_example_gen.ingest import make_example
 from trainer.encoders import build_encoder, forward_flops
@@ -124,6 +125,41 @@ def test_utilisation_is_achieved_gflops_over_the_probe_peak_in_the_step_dtype_ti
     assert mirrored["share_of_peak"] == pytest.approx(80.0 / 250.0)
     fp16 = usage["simclr+fp16[memory]"]
     assert fp16["compute_dtype"] == "float16" and fp16["peak_gflops"] is None and fp16["share_of_peak"] is None
+
+
+def test_the_one_probe_times_the_convolution_and_its_gradients_as_the_ops_a_training_step_runs():
+    operations = bf16_ops.probe_operations("float32", 16, 2)
+    assert tuple(operations) == bf16_ops.probe_feeds(("float32",)) == ("matmul_float32", "conv_float32",
+                                                                        "conv_grad_float32")
+    assert operations["conv_grad_float32"][1] == 3 * operations["conv_float32"][1] == 3 * bf16_ops.conv_flops(2)
+    x, k, dy = bf16_ops.conv_inputs(2, tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch([x, k])
+        forward = tf.nn.conv2d(x, k, bf16_ops.STRIDE, "SAME")
+        weighted = tf.reduce_sum(forward * dy)
+    grad_x, grad_k = tape.gradient(weighted, [x, k])
+    ops = bf16_ops.conv_ops()
+    assert float(ops["Conv2D"](x, k, dy)) == pytest.approx(float(tf.reduce_sum(forward)), rel=1e-4)
+    assert float(ops["Conv2DBackpropInput"](x, k, dy)) == pytest.approx(float(tf.reduce_sum(grad_x)), rel=1e-4)
+    assert float(ops["Conv2DBackpropFilter"](x, k, dy)) == pytest.approx(float(tf.reduce_sum(grad_k)), rel=1e-4)
+
+
+def test_the_harness_summaries_and_the_machine_record():
+    measurements = [{"round": r, "variant": v, "feed": "memory", "rate": rate, "rate_per_cpu_second": rate / 2,
+                     "unit": "images/s", "loss": 1.0, "seconds": 2.0, "cpu_seconds": 3.0,
+                     "load_before": [1.0, 0, 0], "load_after": [3.0, 0, 0]}
+                    for r, v, rate in ((0, "a", 10.0), (0, "b", 20.0), (1, "b", 30.0), (1, "a", 10.0))]
+    assert harness.round_orders([("a", "x"), ("b", "x"), ("c", "x")], 2) == [
+        [("a", "x"), ("b", "x"), ("c", "x")], [("a", "x"), ("c", "x"), ("b", "x")]]
+    ratios = harness.ratio_sections(measurements, [(("b", "memory"), ("a", "memory"))])
+    assert ratios["ratios"]["b[memory] / a[memory]"]["per_round"] == [2.0, 3.0]
+    assert ratios["ratios_per_cpu_second"]["b[memory] / a[memory]"]["median"] == 2.5
+    loads = harness.load_sections(measurements)
+    assert loads["load"] == {"min": 1.0, "median": 2.0, "max": 3.0, "n": 8}
+    assert loads["cpu_share"]["median"] == 1.5
+    assert harness.load_sections([])["load"]["n"] == 0
+    machine = machine_info()
+    assert machine["versions"]["tensorflow"] == tf.__version__ and "avx512_bf16" in machine["cpu_flags"]
 
 
 def test_quick_throughput_run_writes_well_formed_results(tmp_path):

@@ -11,13 +11,21 @@ from conftest import REPO_ROOT, real_image_sample
 from test_bench import write_unlabeled_split
 
 from bench import gpu_check
-from bench.throughput import probe_feeds
+from bench.bf16_ops import probe_feeds
 from pipeline.config import load_config
 from pipeline.local_runner import check_before_running
 
 ALL_STEP_VARIANTS = {gpu_check.variant_name(method, precision, xla, strategy)
                      for method in gpu_check.METHODS for precision in ("float32", "mixed_float16")
                      for xla in (False, True) for strategy in ("default", "mirrored")}
+
+
+def test_the_choices_of_the_runs_trainers_are_read_from_its_log_whatever_precedes_the_message():
+    log = "\n".join(["02:01:03 precision: mixed_bfloat16 (the CPU has avx512_bf16)", "INFO 02:01:04 something else",
+           "[selfsup] distribution strategy: default (_DefaultDistributionStrategy), 1 replica(s)",
+           "02:01:09 precision: mixed_bfloat16 (the CPU has avx512_bf16)"])
+    assert gpu_check.run_choices(log) == ["precision: mixed_bfloat16 (the CPU has avx512_bf16)",
+                      "[selfsup] distribution strategy: default (_DefaultDistributionStrategy), 1 replica(s)"]
 
 
 def test_with_gpus_every_method_precision_xla_and_strategy_runs_float32_first_with_the_feed_check_and_probe():
