@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer.contract import (  # noqa: F401  (CLASS_NAMES_FILE: callers still read it as data.CLASS_NAMES_FILE)
+from trainer.contract import (  # noqa: F401  (CLASS_NAMES_FILE: tests/test_examples.py still reads data.CLASS_NAMES_FILE)
     CLASS_NAMES_FILE,
     IMAGE_FEATURE,
     LABEL_FEATURE,
