@@ -9,6 +9,7 @@ from ml_metadata.proto import metadata_store_pb2
 from pipeline.config import Config
 from pipeline.embed import encoder_folder
 from pipeline.results.summary import PATH_FIELDS, build_summary, relative_path, resolve_path, with_relative_paths
+from trainer import contract
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -81,3 +82,32 @@ def test_the_readme_documents_every_field_of_summary_json():
     assert fields <= documented, fields - documented
     assert {field[0] for field in PATH_FIELDS} <= documented
     assert "relative to" in section
+
+
+def test_a_run_that_stopped_before_the_evaluator_still_summarises_its_data_and_training(tmp_path):
+    """summary.json projects the parts of the result model the run produced: the ingest report and the
+    Trainers' recorded timings, with no evaluation, decision numbers or blessing."""
+    ingest = tmp_path / "tfx" / "ImageExampleGen" / "report" / "1"
+    ingest.mkdir(parents=True)
+    splits = {"train": {"written": 4}, "eval": {"written": 2}}
+    (ingest / contract.INGEST_REPORT_FILE).write_text(json.dumps(
+        {"class_names": ["cat", "dog"], "splits": splits, "skipped": [], "source": "folder"}))
+    pretrainer = tmp_path / "tfx" / "Pretrainer" / "model" / "2"
+    pretrainer.mkdir(parents=True)
+    (pretrainer / contract.HISTORY_FILE).write_text(json.dumps(
+        {"role": "pretrainer", "history": {}, "timings": {"pretrain_seconds": 12.25, "knn_seconds": 1.5}}))
+    results = {
+        contract.IMAGE_EXAMPLE_GEN: {"state": "COMPLETE", "properties": {},
+                                     "outputs": {"report": [artifact(str(ingest))]}},
+        contract.PRETRAINER: {"state": "COMPLETE", "properties": {}, "outputs": {"model": [artifact(str(pretrainer))]}},
+        contract.CANDIDATE_TRAINER: {"state": "FAILED", "properties": {}, "outputs": {}},
+    }
+    summary = build_summary(Config(), results, failure="CandidateTrainer failed")
+    assert summary["data"]["class_names"] == ["cat", "dog"] and summary["data"]["splits"] == splits
+    assert summary["data"]["ignored_non_image_files"] == [] and summary["data"]["input"] == {"ingestion": "ran"}
+    assert summary["data"]["ingest_report"] == str(ingest / contract.INGEST_REPORT_FILE)
+    assert summary["timings"] == {"pretrainer": {"state": "COMPLETE", "model": str(pretrainer), "seconds": 13.8,
+                                                 "pretrain_seconds": 12.25, "knn_seconds": 1.5}}
+    assert summary["candidate"]["accuracy"] is None and summary["blessed"] is False and "evaluation" not in summary
+    assert summary["decision"] == "The run failed before a decision: CandidateTrainer failed"
+    assert build_summary(Config(), results, failure=None)["decision"] == "No evaluation result was found."
