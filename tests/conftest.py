@@ -29,7 +29,9 @@ def _split_cpu_into_two_logical_devices():
 _split_cpu_into_two_logical_devices()
 
 # After the split: these import TensorFlow's Keras (which leaves the devices alone) and selfsup's trainer.
-from trainer import checkpoints  # noqa: E402
+import keras  # noqa: E402
+
+from trainer import checkpoints, keras_fixes  # noqa: E402
 
 
 def two_cpu_mirrored_strategy(collective_key_base: int) -> tf.distribute.MirroredStrategy:
@@ -46,6 +48,17 @@ def two_cpu_mirrored_strategy(collective_key_base: int) -> tf.distribute.Mirrore
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tf.distribute.MirroredStrategy, "_collective_key_base", collective_key_base)
         return tf.distribute.MirroredStrategy([device.name for device in devices[:2]])
+
+
+def fit_one_step(model, strategy, batch, learning_rate, initial_weights=None) -> dict:
+    """One SGD step of `model` (built under `strategy`) on `batch`, from `initial_weights` when given, with the
+    Keras fixes a strategy of several replicas needs (trainer/keras_fixes.py); returns the step's history."""
+    with strategy.scope():
+        if initial_weights is not None:
+            model.set_weights(initial_weights)
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate))
+    with keras_fixes.strategy_fixes(strategy):
+        return model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
 
 
 class BackupThenStop(checkpoints.EpochBackup):

@@ -12,9 +12,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BackupThenStop, log_text, two_cpu_mirrored_strategy
+from conftest import BackupThenStop, fit_one_step, log_text, two_cpu_mirrored_strategy
 
-from trainer import checkpoints, data, distill, keras_fixes, run
+from trainer import checkpoints, data, distill, run
 from trainer.encoders import build_encoder
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
@@ -65,12 +65,7 @@ def build_distillation(strategy):
 def distillation_step(strategy, batch, initial_weights):
     """One SGD step from `initial_weights` under `strategy`; returns (model, loss)."""
     model = build_distillation(strategy)
-    with strategy.scope():
-        model.set_weights(initial_weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    with keras_fixes.strategy_fixes(strategy):
-        history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
-    return model, history.history["loss"][0]
+    return model, fit_one_step(model, strategy, batch, 0.5, initial_weights)["loss"][0]
 
 
 def test_distillation_step_under_mirrored_strategy_matches_default_strategy():
@@ -102,39 +97,27 @@ def test_distillation_step_under_mirrored_strategy_matches_default_strategy():
 # --- Distillation on real images ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def examples_uri(digits_examples_uri):
-    """scikit-learn's digits as an Examples artifact (tests/conftest.py)."""
-    return digits_examples_uri
-
-
-@pytest.fixture(scope="module")
-def training_examples(digits_training_examples):
-    """What the Trainers read of those examples (tests/conftest.py)."""
-    return digits_training_examples
-
-
-@pytest.fixture(scope="module")
-def teacher_and_initial_encoder_weights(examples_uri):
+def teacher_and_initial_encoder_weights(digits_examples_uri):
     """A classifier trained on the 100 train images, and its encoder's weights before that training."""
     keras.utils.set_random_seed(0)
     encoder = build_encoder("small_cnn", IMAGE_SIZE, TINY["encoder_width"])
     initial_weights = encoder.get_weights()
     teacher = build_classifier(encoder, 10, IMAGE_SIZE, is_sequence=False)
     teacher.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    teacher.fit(data.labeled_dataset(data.split_files(examples_uri, "train"), 32, IMAGE_SIZE, 0, shuffle=True),
+    teacher.fit(data.labeled_dataset(data.split_files(digits_examples_uri, "train"), 32, IMAGE_SIZE, 0, shuffle=True),
                 epochs=30, verbose=0)
     return teacher, initial_weights
 
 
-def unlabeled_agreement(teacher, student, examples_uri):
+def unlabeled_agreement(teacher, student, digits_examples_uri):
     """Fraction of the unlabeled images (not augmented) on which student and teacher predict the same class."""
-    images = data.image_dataset(data.split_files(examples_uri, "unlabeled"), 256, IMAGE_SIZE, 0, shuffle=False)
+    images = data.image_dataset(data.split_files(digits_examples_uri, "unlabeled"), 256, IMAGE_SIZE, 0, shuffle=False)
     agreements = [np.argmax(teacher(batch, training=False), axis=1) == np.argmax(student(batch, training=False), axis=1)
                   for batch in images]
     return float(np.mean(np.concatenate(agreements)))
 
 
-def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, training_examples,
+def test_student_loss_falls_and_agreement_with_the_teacher_rises(digits_examples_uri, digits_training_examples,
                                                                   teacher_and_initial_encoder_weights, tmp_path):
     teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
     config = TrainingConfig(distill_epochs=6, **TINY)
@@ -142,7 +125,7 @@ def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, t
     backup = checkpoints.EpochBackup(str(tmp_path / "backup"), str(tmp_path / "backup"), "distillation")
 
     student, history = distill.distill_classifier(config, tf.distribute.get_strategy(), teacher,
-                                                  initial_encoder_weights, training_examples, str(tmp_path),
+                                                  initial_encoder_weights, digits_training_examples, str(tmp_path),
                                                   backup)
 
     assert len(history["distill/loss"]) == 6
@@ -151,26 +134,27 @@ def test_student_loss_falls_and_agreement_with_the_teacher_rises(examples_uri, t
     assert history["distill/loss"][-1] < history["distill/loss"][0] - 0.2, history["distill/loss"]
     agreement = history["distill/teacher_agreement"]
     assert agreement[-1] > agreement[0] + 0.15, agreement
-    assert unlabeled_agreement(teacher, student, examples_uri) > 0.6
+    assert unlabeled_agreement(teacher, student, digits_examples_uri) > 0.6
     assert student is not teacher and student.count_params() == teacher.count_params()
     assert (tmp_path / "distill").is_dir()  # TensorBoard
 
 
-def test_killed_distillation_resumes_from_its_backup(training_examples, teacher_and_initial_encoder_weights,
+def test_killed_distillation_resumes_from_its_backup(digits_training_examples, teacher_and_initial_encoder_weights,
                                                      tmp_path, caplog):
     teacher, initial_encoder_weights = teacher_and_initial_encoder_weights
     config = TrainingConfig(distill_epochs=3, **TINY)
     folder = str(tmp_path / "backup")
     with pytest.raises(KeyboardInterrupt):
         distill.distill_classifier(config, tf.distribute.get_strategy(), teacher, initial_encoder_weights,
-                                   training_examples, str(tmp_path),
+                                   digits_training_examples, str(tmp_path),
                                    BackupThenStop(folder, "distillation", stop_after=1))
     interrupted = log_text(caplog)
-    assert "distill epoch 1/3" in interrupted and "distill epoch 2/3" not in interrupted
+    # Stopped in epoch 1's end, before its line: the resumed run below says that epoch 1 was backed up.
+    assert "distillation: 3 epochs" in interrupted and "distill epoch" not in interrupted
     caplog.clear()
 
     student, history = distill.distill_classifier(
-        config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, training_examples, str(tmp_path),
+        config, tf.distribute.get_strategy(), teacher, initial_encoder_weights, digits_training_examples, str(tmp_path),
         checkpoints.EpochBackup(folder, folder, "distillation"))
 
     resumed = log_text(caplog)
@@ -183,33 +167,33 @@ def test_killed_distillation_resumes_from_its_backup(training_examples, teacher_
 
 # --- In the Trainer ----------------------------------------------------------------------------------
 
-def eval_cross_entropy(classifier, examples_uri):
+def eval_cross_entropy(classifier, digits_examples_uri):
     """Mean cross-entropy of `classifier` over the eval split."""
     losses = [keras.losses.sparse_categorical_crossentropy(labels, classifier(images, training=False)).numpy()
-              for images, labels in data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, IMAGE_SIZE, 0,
-                                                         shuffle=False)]
+              for images, labels in data.labeled_dataset(data.split_files(digits_examples_uri, "eval"), 256,
+                                                         IMAGE_SIZE, 0, shuffle=False)]
     return float(np.mean(np.concatenate(losses)))
 
 
-def pretrained_encoder(config, examples_uri, folder):
+def pretrained_encoder(config, digits_examples_uri, folder):
     """The Pretrainer's Model artifact for `config` (the real role "pretrainer" of run.train_and_export)."""
     serving_dir = str(folder / "Pretrainer" / "model" / "1" / "Format-Serving")
     run.train_and_export(dict(config.pretraining_dict(), role="pretrainer"),
-                         data.split_files(examples_uri, "train"), serving_dir, str(folder / "Pretrainer" / "logs"),
-                         str(folder / "Pretrainer" / "backup"))
+                         data.split_files(digits_examples_uri, "train"), serving_dir,
+                         str(folder / "Pretrainer" / "logs"), str(folder / "Pretrainer" / "backup"))
     return serving_dir
 
 
 @pytest.mark.parametrize("distill_epochs, pretrain_epochs", [(0, 0), (1, 1)])
-def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, training_examples, tmp_path, caplog,
-                                                                 distill_epochs, pretrain_epochs):
+def test_candidate_is_the_fine_tuned_classifier_unless_distilled(digits_examples_uri, digits_training_examples,
+                                                                 tmp_path, caplog, distill_epochs, pretrain_epochs):
     config = TrainingConfig(pretrain_epochs=pretrain_epochs, linear_epochs=1, finetune_epochs=1,
                             distill_epochs=distill_epochs, **TINY)
     keras.utils.set_random_seed(config.seed)
     backup_dir = str(tmp_path / "backup")
-    base_model = pretrained_encoder(config, examples_uri, tmp_path)
+    base_model = pretrained_encoder(config, digits_examples_uri, tmp_path)
 
-    classifier, record = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
+    classifier, record = run._train("candidate", config, tf.distribute.get_strategy(), digits_training_examples,
                                     str(tmp_path / "logs"), backup_dir, backup_dir, base_model)
     history, timings = record["history"], record["timings"]
 
@@ -218,20 +202,20 @@ def test_candidate_is_the_fine_tuned_classifier_unless_distilled(examples_uri, t
     if distill_epochs == 0:
         assert not [key for key in history if key.startswith("distill/")] and "distill_seconds" not in timings
         assert not (tmp_path / "logs" / "distill").exists()
-        np.testing.assert_allclose(eval_cross_entropy(classifier, examples_uri), fine_tuned_loss, rtol=1e-5)
+        np.testing.assert_allclose(eval_cross_entropy(classifier, digits_examples_uri), fine_tuned_loss, rtol=1e-5)
     else:
         assert len(history["distill/loss"]) == 1 and timings["distill_seconds"] > 0
         assert "student from the pretrained encoder" in log_text(caplog)
         assert (tmp_path / "logs" / "distill").is_dir() and (tmp_path / "backup" / "distillation-fit-1").is_dir()
-        student_loss = eval_cross_entropy(classifier, examples_uri)
+        student_loss = eval_cross_entropy(classifier, digits_examples_uri)
         np.testing.assert_allclose(student_loss, history["distill/val_loss"][-1], rtol=1e-5)
         assert abs(student_loss - fine_tuned_loss) > 1e-3
 
 
-def test_the_baseline_is_never_distilled(training_examples, tmp_path):
+def test_the_baseline_is_never_distilled(digits_training_examples, tmp_path):
     config = TrainingConfig(linear_epochs=1, finetune_epochs=0, distill_epochs=2, **TINY)
 
-    _, record = run._train("baseline", config, tf.distribute.get_strategy(), training_examples,
+    _, record = run._train("baseline", config, tf.distribute.get_strategy(), digits_training_examples,
                            str(tmp_path / "logs"), str(tmp_path / "backup"), str(tmp_path / "backup"), None)
     history, timings = record["history"], record["timings"]
 
@@ -239,7 +223,8 @@ def test_the_baseline_is_never_distilled(training_examples, tmp_path):
     assert "distill_seconds" not in timings
 
 
-def test_distillation_uses_only_the_label_budgets_labels(examples_uri, training_examples, tmp_path, monkeypatch):
+def test_distillation_uses_only_the_label_budgets_labels(digits_examples_uri, digits_training_examples, tmp_path,
+                                                         monkeypatch):
     """The labeled half of each distillation step must not see labels outside training.labels_per_class."""
     config = TrainingConfig(pretrain_epochs=0, linear_epochs=1, finetune_epochs=0, distill_epochs=1,
                             labels_per_class=2, **TINY)
@@ -252,9 +237,9 @@ def test_distillation_uses_only_the_label_budgets_labels(examples_uri, training_
         return original(file_patterns, *args, **kwargs)
 
     monkeypatch.setattr(data, "labeled_dataset", recording)
-    base_model = pretrained_encoder(config, examples_uri, tmp_path)
-    _, record = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
+    base_model = pretrained_encoder(config, digits_examples_uri, tmp_path)
+    _, record = run._train("candidate", config, tf.distribute.get_strategy(), digits_training_examples,
                            str(tmp_path / "logs"), str(tmp_path / "backup"), str(tmp_path / "backup"), base_model)
-    budget = data.label_budget_paths(data.split_files(examples_uri, "train"), 2)
+    budget = data.label_budget_paths(data.split_files(digits_examples_uri, "train"), 2)
     assert len(train_calls) == 2 and all(list(paths) == budget for paths in train_calls)  # fine-tuning, distillation
-    assert record["labeled_train_images"] == len(budget) == 2 * len(training_examples.class_names)
+    assert record["labeled_train_images"] == len(budget) == 2 * len(digits_training_examples.class_names)

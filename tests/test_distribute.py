@@ -22,7 +22,7 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-from conftest import log_text, two_cpu_mirrored_strategy
+from conftest import fit_one_step, log_text, two_cpu_mirrored_strategy
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components.image_example_gen.ingest import ingest
@@ -240,12 +240,7 @@ def one_training_step(strategy, config, batch, initial_weights, num_classes=None
       (model, loss): the model after the step and the step's loss.
     """
     model = build_ssl_model(strategy, config, num_classes)
-    with strategy.scope():
-        model.set_weights(initial_weights)
-        model.compile(optimizer=keras.optimizers.SGD(0.1))
-    with keras_fixes.strategy_fixes(strategy):
-        history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0)
-    return model, history.history["loss"][0]
+    return model, fit_one_step(model, strategy, batch, 0.1, initial_weights)["loss"][0]
 
 
 def mirrored_and_default_steps(strategy, config, num_classes=None):

@@ -11,9 +11,10 @@ import tensorflow as tf
 from image_samples import GOOD_IMAGES
 
 from components.image_example_gen.ingest import make_example
-from trainer import data, export, run
+from trainer import contract, data, export, run
+from trainer.contract import SERVING_IMAGES_SIGNATURE, SERVING_SIGNATURE
 from trainer.encoders import build_encoder
-from trainer.export import SERVING_EXAMPLES_SIGNATURE, SERVING_IMAGES_SIGNATURE, export_classifier
+from trainer.export import export_classifier
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
 
@@ -36,8 +37,8 @@ def real_jpegs(real_images, count=4):
 
 def test_both_signatures_exist_with_string_inputs(exported):
     _, loaded = exported
-    assert set(loaded.signatures) == {SERVING_EXAMPLES_SIGNATURE, SERVING_IMAGES_SIGNATURE}
-    for name, input_name in ((SERVING_EXAMPLES_SIGNATURE, "examples"), (SERVING_IMAGES_SIGNATURE, "images")):
+    assert set(loaded.signatures) == {SERVING_SIGNATURE, SERVING_IMAGES_SIGNATURE}
+    for name, input_name in ((SERVING_SIGNATURE, "examples"), (SERVING_IMAGES_SIGNATURE, "images")):
         spec = loaded.signatures[name].structured_input_signature[1][input_name]
         assert spec.dtype == tf.string and spec.shape.as_list() == [None]
 
@@ -47,7 +48,7 @@ def test_raw_bytes_and_tf_examples_give_the_same_answer(exported, real_images):
     jpegs = real_jpegs(real_images)
     from_images = loaded.signatures[SERVING_IMAGES_SIGNATURE](images=tf.constant(jpegs))
     examples = [make_example(jpeg, 0, "x.jpg") for jpeg in jpegs]
-    from_examples = loaded.signatures[SERVING_EXAMPLES_SIGNATURE](examples=tf.constant(examples))
+    from_examples = loaded.signatures[SERVING_SIGNATURE](examples=tf.constant(examples))
     np.testing.assert_allclose(from_images["probabilities"], from_examples["probabilities"], atol=1e-6)
     np.testing.assert_allclose(tf.reduce_sum(from_images["probabilities"], axis=1), 1.0, atol=1e-5)
     classes = [CLASS_NAMES[index] for index in from_images["class_ids"].numpy()]
@@ -68,7 +69,7 @@ def test_serving_accepts_every_supported_image_kind(exported, name):
 
 @pytest.mark.parametrize("signature, input_name, what, one_input", [
     (SERVING_IMAGES_SIGNATURE, "images", "encoded image", lambda jpeg: jpeg),
-    (SERVING_EXAMPLES_SIGNATURE, "examples", "serialized tf.Example", lambda jpeg: make_example(jpeg, 0, "x.jpg")),
+    (SERVING_SIGNATURE, "examples", "serialized tf.Example", lambda jpeg: make_example(jpeg, 0, "x.jpg")),
 ])
 def test_an_empty_batch_is_refused_with_a_clear_error(exported, signature, input_name, what, one_input):
     _, loaded = exported
@@ -110,7 +111,7 @@ def trained_export(request, digits_examples_uri, tmp_path_factory):
                          str(folder / "backup"))
     files = tf.io.gfile.glob(os.path.join(digits_examples_uri, "Split-eval", "*"))
     examples = next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(EVAL_IMAGES)))
-    saved_model = tf.saved_model.load(serving_dir).signatures[SERVING_EXAMPLES_SIGNATURE]
+    saved_model = tf.saved_model.load(serving_dir).signatures[SERVING_SIGNATURE]
     return precision, serving_dir, examples, saved_model(examples=examples)["probabilities"].numpy()
 
 
@@ -135,9 +136,9 @@ def tflite_probabilities(serving_dir, images):
 def test_the_extra_files_are_inside_the_saved_model_folder_and_it_still_loads(trained_export, digits_examples_uri):
     _, serving_dir, _, expected = trained_export
     extra = os.path.join(serving_dir, export.EXTRA_FILES_FOLDER)
-    assert sorted(os.listdir(extra)) == sorted([export.KERAS_FILE, export.TFLITE_FILE, data.CLASS_NAMES_FILE])
-    with open(os.path.join(extra, data.CLASS_NAMES_FILE)) as exported, \
-            open(os.path.join(digits_examples_uri, data.CLASS_NAMES_FILE)) as ingested:
+    assert sorted(os.listdir(extra)) == sorted([export.KERAS_FILE, export.TFLITE_FILE, contract.CLASS_NAMES_FILE])
+    with open(os.path.join(extra, contract.CLASS_NAMES_FILE)) as exported, \
+            open(os.path.join(digits_examples_uri, contract.CLASS_NAMES_FILE)) as ingested:
         assert json.load(exported) == json.load(ingested)
     assert expected.shape == (EVAL_IMAGES, 10)  # the SavedModel loaded and served with assets.extra/ inside
 

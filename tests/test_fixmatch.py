@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BackupThenStop, log_text, two_cpu_mirrored_strategy
+from conftest import BackupThenStop, fit_one_step, log_text, two_cpu_mirrored_strategy
 
-from trainer import checkpoints, data, fixmatch, keras_fixes, run
+from trainer import checkpoints, data, fixmatch, run
 from trainer.encoders import build_encoder
 from trainer.finetune import build_classifier
 from trainer.hparams import TrainingConfig
@@ -42,11 +42,7 @@ def a_batch():
 
 
 def one_step(model, batch, strategy=None):
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    with keras_fixes.strategy_fixes(strategy):
-        return model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
+    return fit_one_step(model, strategy or tf.distribute.get_strategy(), batch, 0.5)
 
 
 def cross_entropy(probabilities, labels):
@@ -118,25 +114,13 @@ def test_fixmatch_step_under_mirrored_strategy_matches_default_strategy():
 # --- FixMatch on real images -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def examples_uri(digits_examples_uri):
-    """scikit-learn's digits as an Examples artifact (tests/conftest.py)."""
-    return digits_examples_uri
-
-
-@pytest.fixture(scope="module")
-def training_examples(digits_training_examples):
-    """What the Trainers read of those examples (tests/conftest.py)."""
-    return digits_training_examples
-
-
-@pytest.fixture(scope="module")
-def weak_weights(examples_uri):
+def weak_weights(digits_examples_uri):
     """The weights of a classifier trained on 3 digits per class, and that label budget's paths (trained once)."""
     keras.utils.set_random_seed(0)
-    keep_paths = data.label_budget_paths(data.split_files(examples_uri, "train"), 3)
+    keep_paths = data.label_budget_paths(data.split_files(digits_examples_uri, "train"), 3)
     classifier = new_classifier()
     classifier.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
-    classifier.fit(data.labeled_dataset(data.split_files(examples_uri, "train"), 32, IMAGE_SIZE, 0, shuffle=True,
+    classifier.fit(data.labeled_dataset(data.split_files(digits_examples_uri, "train"), 32, IMAGE_SIZE, 0, shuffle=True,
                                         keep_paths=keep_paths), epochs=40, verbose=0)
     return classifier.get_weights(), keep_paths
 
@@ -154,26 +138,26 @@ def weak_classifier(weak_weights):
     return classifier, keep_paths
 
 
-def eval_accuracy(classifier, examples_uri):
+def eval_accuracy(classifier, digits_examples_uri):
     correct = [np.argmax(classifier(images, training=False), axis=1) == labels.numpy()
-               for images, labels in data.labeled_dataset(data.split_files(examples_uri, "eval"), 256, IMAGE_SIZE, 0,
-                                                          shuffle=False)]
+               for images, labels in data.labeled_dataset(data.split_files(digits_examples_uri, "eval"), 256,
+                                                          IMAGE_SIZE, 0, shuffle=False)]
     return float(np.mean(np.concatenate(correct)))
 
 
-def test_fixmatch_pseudo_labels_more_and_more_images_without_collapsing_on_digits(examples_uri, training_examples,
-                                                                                  weak_weights, tmp_path):
+def test_fixmatch_pseudo_labels_more_and_more_images_without_collapsing_on_digits(
+        digits_examples_uri, digits_training_examples, weak_weights, tmp_path):
     """On 100 eval images the accuracy moves by noise (0.62 -> 0.59-0.71 in five runs here; the gain is
     measured on cifar10-ssl, docs/benchmarks.md section 7), the growing share of confident unlabeled images
     does not (0.10 -> 0.42-0.46). A collapsed classifier (one class everywhere) would score about 0.1."""
     classifier, keep_paths = weak_classifier(weak_weights)
-    before = eval_accuracy(classifier, examples_uri)
+    before = eval_accuracy(classifier, digits_examples_uri)
     # Digits are gray: the strong views keep their colour and most of the digit.
     config = TrainingConfig(fixmatch_epochs=8, fixmatch_threshold=0.7, **dict(
         TINY, fixmatch_learning_rate=3e-3, fixmatch_augment={"crop_scale_min": 0.5, "grayscale_probability": 0.0}))
     backup = checkpoints.EpochBackup(str(tmp_path / "backup"), str(tmp_path / "backup"), "fixmatch")
 
-    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, training_examples,
+    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, digits_training_examples,
                                            str(tmp_path), backup, keep_paths=keep_paths)
 
     assert len(history["fixmatch/loss"]) == 8
@@ -181,26 +165,27 @@ def test_fixmatch_pseudo_labels_more_and_more_images_without_collapsing_on_digit
             "fixmatch/val_accuracy"} <= set(history)
     confident = history["fixmatch/confident_fraction"]
     assert confident[-1] > confident[0] + 0.2, confident
-    after = eval_accuracy(classifier, examples_uri)
+    after = eval_accuracy(classifier, digits_examples_uri)
     np.testing.assert_allclose(after, history["fixmatch/val_accuracy"][-1], atol=1e-6)  # trained in place
     assert after > before - 0.1, (before, after)
     assert (tmp_path / "fixmatch").is_dir()  # TensorBoard
 
 
-def test_killed_fixmatch_resumes_from_its_backup(training_examples, weak_weights, tmp_path, caplog):
+def test_killed_fixmatch_resumes_from_its_backup(digits_training_examples, weak_weights, tmp_path, caplog):
     config = TrainingConfig(fixmatch_epochs=3, fixmatch_threshold=0.9, **TINY)
     folder = str(tmp_path / "backup")
     classifier, keep_paths = weak_classifier(weak_weights)
     with pytest.raises(KeyboardInterrupt):
-        fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, training_examples,
+        fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), classifier, digits_training_examples,
                                      str(tmp_path), BackupThenStop(folder, "fixmatch", stop_after=1),
                                      keep_paths=keep_paths)
     interrupted = log_text(caplog)
-    assert "fixmatch epoch 1/3" in interrupted and "fixmatch epoch 2/3" not in interrupted
+    # Stopped in epoch 1's end, before its line: the resumed run below says that epoch 1 was backed up.
+    assert "fixmatch: 3 epochs" in interrupted and "fixmatch epoch" not in interrupted
     caplog.clear()
 
     restarted, _ = weak_classifier(weak_weights)  # a new Trainer starts from fine-tuning again
-    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), restarted, training_examples,
+    history = fixmatch.fixmatch_classifier(config, tf.distribute.get_strategy(), restarted, digits_training_examples,
                                            str(tmp_path), checkpoints.EpochBackup(folder, folder, "fixmatch"),
                                            keep_paths=keep_paths)
 
@@ -212,24 +197,25 @@ def test_killed_fixmatch_resumes_from_its_backup(training_examples, weak_weights
 
 # --- In the Trainers ---------------------------------------------------------------------------------
 
-def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(examples_uri, training_examples,
-                                                                                tmp_path):
+def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(
+        digits_examples_uri, digits_training_examples, tmp_path):
     config = TrainingConfig(pretrain_epochs=0, linear_epochs=1, finetune_epochs=1, fixmatch_epochs=2,
                             labels_per_class=4, **TINY)
     base_model = str(tmp_path / "Pretrainer" / "Format-Serving")
-    run.train_and_export(dict(config.pretraining_dict(), role="pretrainer"), data.split_files(examples_uri, "train"),
-                         base_model, str(tmp_path / "Pretrainer" / "logs"), str(tmp_path / "Pretrainer" / "backup"))
+    run.train_and_export(dict(config.pretraining_dict(), role="pretrainer"),
+                         data.split_files(digits_examples_uri, "train"), base_model,
+                         str(tmp_path / "Pretrainer" / "logs"), str(tmp_path / "Pretrainer" / "backup"))
 
-    _, candidate = run._train("candidate", config, tf.distribute.get_strategy(), training_examples,
+    _, candidate = run._train("candidate", config, tf.distribute.get_strategy(), digits_training_examples,
                               str(tmp_path / "candidate-logs"), str(tmp_path / "b1"), str(tmp_path / "b1"), base_model)
     baseline_config = TrainingConfig(**config.baseline_dict())
-    _, baseline = run._train("baseline", baseline_config, tf.distribute.get_strategy(), training_examples,
+    _, baseline = run._train("baseline", baseline_config, tf.distribute.get_strategy(), digits_training_examples,
                              str(tmp_path / "baseline-logs"), str(tmp_path / "b2"), str(tmp_path / "b2"), None)
 
     assert len(candidate["history"]["fixmatch/loss"]) == 2 and candidate["timings"]["fixmatch_seconds"] > 0
     assert (tmp_path / "b1" / "fixmatch-fit-1").is_dir()
     # FixMatch: 2 epochs x 13 steps of 32 labeled images; the baseline: 2 more epochs of 13 labeled batches.
-    sizes = training_examples.sizes
+    sizes = digits_training_examples.sizes
     steps = (sizes["unlabeled"] + sizes["train"]) // TINY["batch_size"]
     assert steps == 13 and baseline["matched_labeled_batches"] == {"epochs": 2, "steps_per_epoch": steps}
     assert len(baseline["history"]["supervised/loss"]) == 1 + 1 and len(baseline["history"]["matched/loss"]) == 2

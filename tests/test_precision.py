@@ -17,8 +17,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BackupThenStop, log_text
 
-from trainer import checkpoints, data, distill, encoder_artifact, export, precision, run
+from trainer import checkpoints, contract, data, distill, encoder_artifact, precision, run
 from trainer.augment import build_pretrain_augmenter
 from trainer.encoders import build_encoder
 from trainer.finetune import build_classifier
@@ -245,7 +246,7 @@ def trainer(examples_uri, folder, role, config, base_model=None):
     serving_dir = str(folder / "model" / "1" / "Format-Serving")
     history = run.train_and_export(dict(custom_config, role=role), data.split_files(examples_uri, "train"),
                                    serving_dir, str(folder / "logs"), str(folder / "backup"), base_model=base_model)
-    with open(folder / "model" / "1" / run.HISTORY_FILE) as handle:
+    with open(folder / "model" / "1" / contract.HISTORY_FILE) as handle:
         return history, json.load(handle), serving_dir
 
 
@@ -258,7 +259,7 @@ def eval_examples(examples_uri, count):
     return next(iter(tf.data.TFRecordDataset(files, compression_type="GZIP").batch(count)))
 
 
-def test_a_bfloat16_pretrainer_candidate_and_baseline_train_record_and_export_float32(examples_uri, tmp_path, capsys):
+def test_a_bfloat16_pretrainer_candidate_and_baseline_train_record_and_export_float32(examples_uri, tmp_path, caplog):
     config = TrainingConfig(precision="mixed_bfloat16", pretrain_epochs=1, linear_epochs=1, finetune_epochs=1,
                             distill_epochs=1, **TINY)
 
@@ -267,7 +268,7 @@ def test_a_bfloat16_pretrainer_candidate_and_baseline_train_record_and_export_fl
     assert_finite(history)
     assert record["precision"] == {"policy": "mixed_bfloat16", "setting": "mixed_bfloat16",
                                    "reason": "training.precision is mixed_bfloat16"}
-    assert "[selfsup] precision: mixed_bfloat16 (training.precision is mixed_bfloat16)" in capsys.readouterr().out
+    assert "precision: mixed_bfloat16 (training.precision is mixed_bfloat16)" in log_text(caplog)
     embeddings = tf.saved_model.load(encoder_dir).signatures[encoder_artifact.EMBEDDINGS_SIGNATURE]
     examples = eval_examples(examples_uri, 5)
     images = data.parse_examples(examples)[data.IMAGE_FEATURE]
@@ -289,12 +290,12 @@ def test_a_bfloat16_pretrainer_candidate_and_baseline_train_record_and_export_fl
 
     for serving_dir in (candidate_dir, baseline_dir):
         signatures = tf.saved_model.load(serving_dir).signatures
-        for outputs in (signatures[export.SERVING_EXAMPLES_SIGNATURE](examples=examples),
-                        signatures[export.SERVING_IMAGES_SIGNATURE](images=images)):
+        for outputs in (signatures[contract.SERVING_SIGNATURE](examples=examples),
+                        signatures[contract.SERVING_IMAGES_SIGNATURE](images=images)):
             assert outputs["probabilities"].dtype == tf.float32 and outputs["probabilities"].shape == (5, 10)
             np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1.0, rtol=1e-5)
             assert outputs["class_ids"].dtype == tf.int64 and outputs["classes"].dtype == tf.string
-        for name in (export.SERVING_EXAMPLES_SIGNATURE, export.SERVING_IMAGES_SIGNATURE):
+        for name in (contract.SERVING_SIGNATURE, contract.SERVING_IMAGES_SIGNATURE):
             assert {spec.dtype for spec in signatures[name].structured_outputs.values()} == {
                 tf.float32, tf.int64, tf.string}
 
@@ -316,31 +317,27 @@ def test_the_default_precision_is_this_machines_auto_choice_and_the_policy_is_re
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-class BackupThenStop(checkpoints.EpochBackup):
-    """The real backup, then a KeyboardInterrupt after the first epoch, as a kill would end the Trainer."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        raise KeyboardInterrupt(f"stopped after epoch {epoch + 1}")
-
-
-def test_a_bfloat16_pretrainer_stopped_after_an_epoch_resumes(examples_uri, tmp_path, capsys, monkeypatch):
+def test_a_bfloat16_pretrainer_stopped_after_an_epoch_resumes(examples_uri, tmp_path, caplog, monkeypatch):
     config = TrainingConfig(precision="mixed_bfloat16", pretrain_epochs=3, monitor_every_epochs=100, **TINY)
     folder = tmp_path / "Pretrainer"
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoints, "EpochBackup", BackupThenStop)
+        # The chief's backups: restore_folder is save_folder.
+        patch.setattr(checkpoints, "EpochBackup",
+                      lambda restore_folder, save_folder, name: BackupThenStop(save_folder, name, stop_after=1))
         with pytest.raises(KeyboardInterrupt):
             trainer(examples_uri, folder, "pretrainer", config)
     assert keras.mixed_precision.global_policy().name == "float32"
-    interrupted = capsys.readouterr().out
-    assert "Epoch 1/3" in interrupted and "Epoch 2/3" not in interrupted
+    interrupted = log_text(caplog)
+    # Stopped in epoch 1's end, before its line: the resumed run below says that epoch 1 was backed up.
+    assert "pretraining simclr: 3 epochs" in interrupted and "pretrain epoch" not in interrupted
+    caplog.clear()
     assert not (folder / "model" / "1").exists()
 
     history, record, encoder_dir = trainer(examples_uri, folder, "pretrainer", config)
 
-    resumed = capsys.readouterr().out
-    assert "[selfsup] resuming pretraining at epoch 1" in resumed
-    assert "Epoch 1/3" not in resumed and "Epoch 2/3" in resumed and "Epoch 3/3" in resumed
+    resumed = log_text(caplog)
+    assert "resuming pretraining at epoch 1" in resumed
+    assert "pretrain epoch 1/3" not in resumed and "pretrain epoch 2/3" in resumed and "pretrain epoch 3/3" in resumed
     assert len(history["pretrain/loss"]) == 3 and record["precision"]["policy"] == "mixed_bfloat16"
     assert_finite(history)
     assert tf.saved_model.load(encoder_dir).signatures[encoder_artifact.EMBEDDINGS_SIGNATURE]

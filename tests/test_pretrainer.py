@@ -22,7 +22,7 @@ from image_samples import encode
 
 from components.image_example_gen.ingest import ingest, make_example
 from pipeline import cli
-from trainer import data, encoder_artifact, pretrain, run
+from trainer import contract, data, encoder_artifact, pretrain, run
 from trainer.encoders import build_encoder
 from trainer.hparams import ConfigError, TrainingConfig
 
@@ -116,10 +116,10 @@ def pretrainer_run(examples_uri, folder, **training):
 
 def test_the_pretrainer_exports_the_encoder_and_init_encoder_hands_its_weights_on(examples_uri, tmp_path):
     first = pretrainer_run(examples_uri, tmp_path / "first", pretrain_epochs=1)
-    assert sorted(os.listdir(first)) == ["Format-Serving", encoder_artifact.AUGMENTED_VIEWS_FILE, "encoder.json",
+    assert sorted(os.listdir(first)) == ["Format-Serving", contract.AUGMENTED_VIEWS_FILE, "encoder.json",
                                          "encoder.keras", "history.json"]
     # A few pretraining images, each row: as decoded, then its two views from the pretraining augmenter.
-    grid = tf.io.decode_png(tf.io.read_file(str(first / encoder_artifact.AUGMENTED_VIEWS_FILE))).numpy()
+    grid = tf.io.decode_png(tf.io.read_file(str(first / contract.AUGMENTED_VIEWS_FILE))).numpy()
     size = TINY["image_size"]
     assert grid.shape == (pretrain.AUGMENTED_VIEW_ROWS * size, 3 * size, 3) and grid.dtype == np.uint8
     for row in range(pretrain.AUGMENTED_VIEW_ROWS):
@@ -137,7 +137,7 @@ def test_the_pretrainer_exports_the_encoder_and_init_encoder_hands_its_weights_o
     # Fine-tune an earlier encoder as it is: pretrain_epochs 0 from init_encoder keeps its weights.
     second = pretrainer_run(examples_uri, tmp_path / "second", pretrain_epochs=0, init_encoder=str(first))
     reused = encoder_artifact.read_description(str(second))
-    assert not (second / encoder_artifact.AUGMENTED_VIEWS_FILE).exists()  # nothing was pretrained
+    assert not (second / contract.AUGMENTED_VIEWS_FILE).exists()  # nothing was pretrained
     assert reused["weights_digest"] == description["weights_digest"] and reused["init_encoder"] == str(first)
     # Continuing pretraining from it changes them.
     third = pretrainer_run(examples_uri, tmp_path / "third", pretrain_epochs=1, init_encoder=str(first))

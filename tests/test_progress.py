@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import log_text
 
 from trainer import progress
 
@@ -44,7 +45,8 @@ def test_the_decision_follows_sys_stderr_by_default(monkeypatch):
         monkeypatch.setattr("sys.stderr", FakeStream(terminal))
         assert progress.shows_bar() is terminal
         callbacks, verbose = progress.fit_progress("pretrain")
-        assert (len(callbacks), verbose) == ((1, 0) if terminal else (0, progress.LINE_PER_EPOCH))
+        assert verbose == 0 and [type(callback) for callback in callbacks] == [
+            progress.EpochBar if terminal else progress.EpochLines]
 
 
 def tiny_fit(dataset, stream, epochs=3, initial_epoch=0):
@@ -92,17 +94,21 @@ def test_a_resumed_phase_starts_its_bar_where_it_resumed(known_length):
             if line.startswith("linear epoch")] == ["linear epoch 2/3", "linear epoch 3/3"]
 
 
-def test_off_a_terminal_keras_prints_one_line_per_epoch_and_no_bar(capsys):
+def test_off_a_terminal_the_selfsup_logger_gets_one_line_per_epoch_and_there_is_no_bar(capsys, caplog):
     stream = FakeStream(terminal=False)
-    assert tiny_fit(batches(), stream) == []
+    tiny_fit(batches(), stream)
     assert stream.getvalue() == ""
+    lines = log_text(caplog).splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["linear epoch 1/3", "linear epoch 2/3", "linear epoch 3/3"]
+    assert all(" s - accuracy: " in line and " - loss: " in line for line in lines)
+    assert {record.levelname for record in caplog.records} == {"INFO"}
+    assert {record.name for record in caplog.records} == {"selfsup.trainer.progress"}
     out = capsys.readouterr().out
-    assert [line for line in out.splitlines() if line.startswith("Epoch ")] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
-    assert "4/4" in out and "\r" not in out  # verbose=2: one finished line per epoch, no redrawn bar
+    assert "Epoch 1/3" not in out and "\r" not in out  # Keras prints nothing itself (verbose=0)
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_counted_work_is_a_bar_on_a_terminal_and_a_line_per_tenth_otherwise(terminal):
+def test_counted_work_is_a_bar_on_a_terminal_and_a_log_line_per_tenth_otherwise(terminal, caplog):
     stream = FakeStream(terminal)
     counter = progress.Progress(40, "Ingesting", "image", stream)
     for _ in range(40):
@@ -111,20 +117,22 @@ def test_counted_work_is_a_bar_on_a_terminal_and_a_line_per_tenth_otherwise(term
     written = stream.getvalue()
     if terminal:
         assert "Ingesting: " in written and "40/40" in written and "image/s" in written
+        assert log_text(caplog) == ""
     else:
-        assert written.splitlines() == [f"Ingesting: {done}/40 images" for done in range(4, 41, 4)]
+        assert written == ""
+        assert log_text(caplog).splitlines() == [f"Ingesting: {done}/40 images" for done in range(4, 41, 4)]
 
 
-def test_an_unknown_total_prints_no_lines_off_a_terminal():
+def test_an_unknown_total_logs_no_lines_off_a_terminal(caplog):
     stream = FakeStream(terminal=False)
     counter = progress.Progress(None, "Ingesting", "image", stream)
     counter.update(5)
     counter.close()
-    assert stream.getvalue() == "" and counter.done == 5
+    assert stream.getvalue() == "" and log_text(caplog) == "" and counter.done == 5
 
 
 @pytest.mark.parametrize("terminal", [True, False])
-def test_ingestion_counts_every_image_it_checks(tmp_path, monkeypatch, terminal):
+def test_ingestion_counts_every_image_it_checks(tmp_path, monkeypatch, caplog, terminal):
     import apache_beam as beam
     from image_samples import write_image_folder
 
@@ -140,4 +148,5 @@ def test_ingestion_counts_every_image_it_checks(tmp_path, monkeypatch, terminal)
     if terminal:
         assert "Ingesting images: " in written and "26/26" in written
     else:
-        assert written.splitlines()[-1] == "Ingesting images: 26/26 images"
+        counted = [line for line in log_text(caplog).splitlines() if line.startswith("Ingesting images: ")]
+        assert counted[-1] == "Ingesting images: 26/26 images"

@@ -79,7 +79,7 @@ def train_classifier(classifier: keras.Model, encoder: keras.Model, augmenter: k
     at `baseline_learning_rate`, from random weights; then, when `matched` = (epochs, steps per epoch) is
     not (0, 0), the phase `matched` (contract.MATCHED_PHASE): that many more epochs of that many labeled
     batches (the labeled batches of the candidate's FixMatch and distillation stages,
-    `fixmatch.matched_labeled_batches`), with a new cosine schedule from `baseline_learning_rate`, as those
+    `semi_supervised.matched_labeled_batches`), with a new cosine schedule from `baseline_learning_rate`, as those
     stages start one.
 
     `callbacks` serve every phase; each phase adds a TensorBoard callback writing to `log_dir/<phase>`.
