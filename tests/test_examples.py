@@ -4,6 +4,7 @@ budget's image-hash keys; each missing piece is an error naming it."""
 
 import io
 import json
+import logging
 import os
 
 import numpy as np
@@ -13,6 +14,7 @@ from PIL import Image
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainer import data, run
+from trainer import log as log_module
 from trainer.examples import read_training_examples
 from trainer.hparams import ConfigError, TrainingConfig
 
@@ -58,7 +60,8 @@ def read(uri, train=("train",), eval_splits=("eval",), **settings):
                                   TrainingConfig(**dict(TINY, **settings)))
 
 
-def test_import_example_gen_output_is_counted_and_its_classes_come_from_the_labels(tmp_path, capsys):
+def test_import_example_gen_output_is_counted_and_its_classes_come_from_the_labels(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=log_module.NAME)
     uri = write_artifact(tmp_path, {"train": labeled(12), "eval": labeled(6, start=100)})
 
     examples = read(uri)
@@ -67,7 +70,8 @@ def test_import_example_gen_output_is_counted_and_its_classes_come_from_the_labe
     assert examples.sizes == {"train": 12, "eval": 6, "unlabeled": 0}
     assert examples.class_names == ["0", "1", "2"]
     assert examples.unlabeled_and_train_files == [f"{uri}/Split-train/*"]
-    log = capsys.readouterr().out
+    log = "\n".join(record.getMessage() for record in caplog.records
+                    if record.name.startswith(log_module.NAME + ".") and record.levelno == logging.INFO)
     assert "have no 'unlabeled' split" in log and "training.unlabeled_splits" in log
     assert "no ingest_report.json beside the splits" in log and "counted their examples" in log
     assert "3 classes from the largest label" in log

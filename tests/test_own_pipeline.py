@@ -4,6 +4,7 @@ user's pipeline, and the same Trainers fed by ImportExampleGen from TFRecords un
 
 import glob
 import json
+import logging
 import os
 
 import pytest
@@ -12,6 +13,7 @@ from tfx import v1 as tfx
 from pipeline.config import EvaluationConfig
 from pipeline.demo_data import write_digits_dataset, write_digits_tfrecords
 from pipeline.examples import own_pipeline
+from trainer import log as log_module
 from trainer.hparams import TrainingConfig
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +53,8 @@ def test_the_example_pipeline_on_an_image_folder(tmp_path):
     assert len(os.listdir(paths["serving_dir"])) == 1  # blessed and pushed
 
 
-def test_the_example_pipeline_on_tfrecords_through_import_example_gen(tmp_path, capfd):
+def test_the_example_pipeline_on_tfrecords_through_import_example_gen(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=log_module.NAME)
     tfrecord_dir = tmp_path / "tfrecords"
     written = write_digits_tfrecords(str(tfrecord_dir), image_feature="image/encoded",
                                      label_feature="image/class/label")
@@ -62,7 +65,7 @@ def test_the_example_pipeline_on_tfrecords_through_import_example_gen(tmp_path, 
     tfx.orchestration.LocalDagRunner().run(own_pipeline.create_tfrecord_pipeline(
         tfrecord_dir=str(tfrecord_dir), training=training, evaluation=EVALUATION, **paths))
 
-    log = capfd.readouterr().out
+    log = "\n".join(record.getMessage() for record in caplog.records if record.name.startswith(log_module.NAME + "."))
     assert "have no 'unlabeled' split" in log and "no ingest_report.json beside the splits" in log
     pretrainer = history(paths["pipeline_root"], "Pretrainer")
     assert pretrainer["class_names"] == [str(digit) for digit in range(10)]

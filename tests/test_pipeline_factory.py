@@ -8,6 +8,7 @@ import pytest
 from pipeline import pipeline as pipeline_module
 from pipeline.config import Config, DataConfig, EvaluationConfig
 from pipeline.pipeline import COMPONENT_IDS, component_ids, create_pipeline, trainer_code_fingerprint
+from trainer import contract
 from trainer.hparams import ConfigError, TrainingConfig
 from trainer.run import training_config_from_custom_config
 
@@ -24,6 +25,18 @@ def test_components_and_order(tmp_path):
     assert (ids.index("AnomalyGate") < ids.index("Pretrainer") < ids.index("CandidateTrainer")
             < ids.index("Evaluator") < ids.index("Pusher"))
     assert "BlessingGate" not in ids  # the Pusher takes the Evaluator's blessing
+
+
+def test_every_component_id_is_the_contracts_and_the_ids_are_unchanged(tmp_path):
+    built = build(tmp_path, evaluation=EvaluationConfig(compare_to_pushed=True))
+    contract_ids = {value for name, value in vars(contract).items() if name.isupper() and isinstance(value, str)}
+    assert {component.id for component in built.components} <= contract_ids
+    # summary.json, report.html and existing MLMD stores name the components so: the contract keeps the ids
+    assert COMPONENT_IDS == ("ImageExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "AnomalyGate",
+                             "Pretrainer", "CandidateTrainer", "BaselineTrainer", "Evaluator", "PairedComparison",
+                             "Pusher", "EvaluationReportGen")
+    assert {component.id for component in built.components} - set(COMPONENT_IDS) == {
+        "ProductionModel", "ProductionEvaluator", "BlessingGate"}
 
 
 def test_the_paired_comparison_always_runs_on_both_trainers_models_and_feeds_the_report(tmp_path):
