@@ -536,6 +536,20 @@ def test_distillation_curves_are_drawn_when_the_candidate_was_distilled(report_d
     assert labels == ["linear head", "whole network"]
 
 
+def test_fixmatch_curves_are_drawn_like_the_distillation_curves_when_the_candidate_had_fixmatch(report_data):
+    """FixMatch's loss terms and share of pseudo-labelled images, by the same stage charts as distillation."""
+    with_fixmatch = copy.deepcopy(report_data)
+    with_fixmatch["histories"]["candidate"].update({
+        "fixmatch/loss": [1.5, 1.2], "fixmatch/unlabeled_loss": [0.6, 0.5], "fixmatch/labeled_loss": [0.9, 0.7],
+        "fixmatch/confident_fraction": [0.3, 0.6]})
+    page = render_html(with_fixmatch)
+    legend = [text.text for text in _chart(page, "FixMatch loss").iter(f"{SVG}text")]
+    assert {"total", "pseudo-labels (strong views)", "labels (cross-entropy)", "FixMatch epoch"} <= set(legend)
+    share = _chart(page, "FixMatch: unlabeled images with a pseudo-label")
+    assert _polyline_xs(share, "#1f77b4", dashed=False) == _at_ticks(_x_ticks(share), [1, 2])
+    assert "FixMatch loss" not in render_html(report_data)  # the fixture's candidate had no FixMatch
+
+
 def test_top_k_accuracy_is_shown_only_when_k_is_below_the_number_of_classes(report_data):
     page = render_html(report_data)  # 4 classes: top-3 accuracy says something
     assert '<td class="name">top 3 accuracy</td>' in page and 'id="top-k-left-out"' not in page

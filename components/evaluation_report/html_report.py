@@ -11,7 +11,7 @@ import base64
 import functools
 import json
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import jinja2
 
@@ -60,23 +60,25 @@ FINETUNE_CURVES = {
 }
 SEMI_SUPERVISED_TRAIN_METRIC = {"loss": "labeled_loss"}
 LOSS_COLORS = ("#222222", "#1b9e77", "#e7298a")  # the total (dashed), the unlabeled images' term, the labels' term
-# The charts of a semi-supervised stage (trainer/fixmatch.py, trainer/distill.py): what its epochs are called,
-# its loss chart's title and (metric, label) terms, and the chart of its per-epoch signal on the unlabeled images.
+
+
+class StageCharts(NamedTuple):
+    """The charts of a semi-supervised stage (trainer/fixmatch.py, trainer/distill.py)."""
+
+    epoch: str  # what the stage's epochs are called
+    loss_title: str
+    unlabeled_loss: Tuple[str, str]  # (metric, label) of its loss term on the unlabeled images
+    signal: Tuple[str, str, str, str]  # its per-epoch signal on the unlabeled images: metric, title, label, y label
+
+
 STAGE_CHARTS = {
-    FIXMATCH_PHASE: {
-        "epoch": "FixMatch epoch", "loss_title": "FixMatch loss",
-        "losses": (("loss", "total"), ("unlabeled_loss", "pseudo-labels (strong views)"),
-                   ("labeled_loss", "labels (cross-entropy)")),
-        "signal": ("confident_fraction", "FixMatch: unlabeled images with a pseudo-label",
-                   "share above the confidence threshold", "share"),
-    },
-    DISTILL_PHASE: {
-        "epoch": "distillation epoch", "loss_title": "Distillation loss",
-        "losses": (("loss", "total"), ("distillation_loss", "soft targets (teacher)"),
-                   ("labeled_loss", "labels (cross-entropy)")),
-        "signal": ("teacher_agreement", "Distillation: agreement with the teacher",
-                   "student's class = teacher's (unlabeled images)", "agreement"),
-    },
+    FIXMATCH_PHASE: StageCharts("FixMatch epoch", "FixMatch loss", ("unlabeled_loss", "pseudo-labels (strong views)"),
+                                ("confident_fraction", "FixMatch: unlabeled images with a pseudo-label",
+                                 "share above the confidence threshold", "share")),
+    DISTILL_PHASE: StageCharts("distillation epoch", "Distillation loss",
+                               ("distillation_loss", "soft targets (teacher)"),
+                               ("teacher_agreement", "Distillation: agreement with the teacher",
+                                "student's class = teacher's (unlabeled images)", "agreement")),
 }
 METRIC_LABELS = {ACCURACY_METRIC: "accuracy", "example_count": "examples"}
 COUNT_METRICS = {"example_count"}
@@ -344,14 +346,15 @@ def _stage_charts(phase: str, history: Dict[str, List[float]]) -> List[Dict[str,
     signal on the unlabeled images; none for a stage that did not run."""
     stage = STAGE_CHARTS[phase]
     charts = []
+    terms = (("loss", "total"), stage.unlabeled_loss, ("labeled_loss", "labels (cross-entropy)"))
     losses = [Series(label, history[history_key(phase, key)], color, dashed=(key == "loss"))
-              for (key, label), color in zip(stage["losses"], LOSS_COLORS) if history.get(history_key(phase, key))]
+              for (key, label), color in zip(terms, LOSS_COLORS) if history.get(history_key(phase, key))]
     if losses:
-        charts.append(_chart(stage["loss_title"], losses, stage["epoch"], "loss"))
-    key, title, label, y_label = stage["signal"]
+        charts.append(_chart(stage.loss_title, losses, stage.epoch, "loss"))
+    key, title, label, y_label = stage.signal
     if history.get(history_key(phase, key)):
         charts.append(_chart(title, [Series(label, history[history_key(phase, key)], ROLE_COLORS[CANDIDATE_ROLE])],
-                             stage["epoch"], y_label))
+                             stage.epoch, y_label))
     return charts
 
 
