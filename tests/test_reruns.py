@@ -221,17 +221,11 @@ def test_a_second_run_into_a_locked_output_fails_at_once_naming_the_first(tmp_pa
 
 def test_a_run_of_image_example_gen_lists_the_data_once(tmp_path, monkeypatch):
     """The driver lists the data for the fingerprint; the executor, in the same process, takes that plan."""
-    from components.image_example_gen import driver, ingest
-    from components.image_example_gen.sources import plan_source
+    from test_ingest import counting_plans
 
-    calls = []
+    from components.image_example_gen import driver
 
-    def counted(data):
-        calls.append(data)
-        return plan_source(data)
-
-    monkeypatch.setattr(driver, "plan_source", counted)
-    monkeypatch.setattr(ingest, "plan_source", counted)
+    calls = counting_plans(monkeypatch)
     run_example_gen(write_image_folder(tmp_path / "data"), tmp_path / "work")
     assert len(calls) == 1
     assert not driver._PLANNED  # the executor took the driver's plan
