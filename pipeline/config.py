@@ -14,7 +14,6 @@ and are checked with it.
 """
 
 import dataclasses
-import logging
 import os
 import typing
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
@@ -22,11 +21,14 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 import yaml
 
 from components.image_example_gen.data_config import DataConfig
+from trainer import log
 from trainer.hparams import ConfigError, TrainingConfig, require
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "EvaluationConfig", "KubeflowConfig", "PipelineConfig", "load_config",
 ]
+
+LOG = log.get(__name__)
 
 # Keys that moved to another section, named in the error a file with the old key gets.
 MOVED_KEYS = {"data.labels_per_class": "training.labels_per_class"}
@@ -439,7 +441,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[Dict[str, Any]] 
             raise FileNotFoundError(f"config file not found: {path}")
         values, errors = _read_yaml(path)
         if values is None:
-            logging.warning("config file %s is empty (or holds only comments): every setting has its default", path)
+            LOG.warning("config file %s is empty (or holds only comments): every setting has its default", path)
             values = {}
         require(isinstance(values, dict), path, "the config file must be a YAML mapping of sections")
     for dotted_key, value in (overrides or {}).items():
