@@ -13,14 +13,18 @@ import scipy.stats
 from test_report import _eval_split, _examples_artifact, _model_artifact, _output_artifact, _predictions
 
 from components.artifacts import ModelComparison
-from components.paired_comparison import executor as comparison_executor
-from components.paired_comparison.comparison import COMPARISON_FILE, read_comparison, significance_summary
-from components.paired_comparison.statistics import (
+from components.model_comparison import (
+    COMPARISON_FILE,
     SUMMARY_FIELDS,
+    read_comparison,
+    significance_summary,
+    significantly_better,
+)
+from components.paired_comparison import executor as comparison_executor
+from components.paired_comparison.statistics import (
     compare_correctness,
     mcnemar_exact_p_value,
     paired_bootstrap_interval,
-    significantly_better,
 )
 
 

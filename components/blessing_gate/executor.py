@@ -11,7 +11,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 from components.blessing_gate.gate import gate_blesses
-from components.paired_comparison.comparison import read_comparison
+from components.model_comparison import read_comparison
 from trainer import log
 
 LOG = log.get(__name__)

@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterable, Optional
 from tfx.components.util.model_utils import is_model_blessed
 from tfx.types import artifact
 
-from components.paired_comparison.statistics import significantly_better
+from components.model_comparison import significantly_better
 
 
 def all_blessed(blessings: Iterable[artifact.Artifact]) -> bool:

@@ -26,7 +26,7 @@ def decision_sentence(
       blessed: whether the Evaluator blessed the candidate.
       pushed_to: where the Pusher copied the candidate, None when it was not pushed.
       production: with evaluation.compare_to_pushed, the second comparison (production_comparison()).
-      significance: PairedComparison's result (paired_comparison.comparison.significance_summary()), or
+      significance: PairedComparison's result (model_comparison.significance_summary()), or
         None when the run has none.
 
     Returns:

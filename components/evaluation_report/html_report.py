@@ -25,7 +25,7 @@ from components.evaluation_report.curves import (
 )
 from components.evaluation_report.decision import p_value_text
 from components.evaluation_report.svg_chart import Band, Series, line_chart
-from components.paired_comparison.statistics import significantly_better
+from components.model_comparison import significantly_better
 from trainer.contract import (
     ACCURACY_METRIC,
     BASELINE_ROLE,

@@ -29,7 +29,7 @@ from components.evaluation_report.tfma_output import (
     describe_threshold,
     read_evaluation,
 )
-from components.paired_comparison.comparison import significance_summary
+from components.model_comparison import significance_summary
 from trainer import contract, versions
 
 # The ingest report's fields the report shows; those added later are None in an older run's report.

@@ -1,22 +1,17 @@
 """Both models' answers on every eval example, compared in pairs; comparison.json in and out.
 
 Plain functions: the executor only resolves artifact folders and calls `compare_models`, and the
-summary, the report and BlessingGate read the result with `read_comparison`.
+summary, the report and BlessingGate read the result with components/model_comparison.py.
 """
 
-import json
-import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from components.paired_comparison.statistics import SUMMARY_FIELDS, compare_correctness
+from components.paired_comparison.statistics import compare_correctness
 from trainer.contract import CLASS_IDS_OUTPUT, LABEL_FEATURE, SERVING_SIGNATURE
 
-COMPARISON_FILE = "comparison.json"
-# Custom properties of the ModelComparison artifact.
-P_VALUE_PROPERTY, DIFFERENCE_PROPERTY, SIGNIFICANT_PROPERTY = "p_value", "difference", "significant"
 PREDICT_BATCH_SIZE = 256
 
 
@@ -71,28 +66,3 @@ def compare_models(example_files: List[str], candidate_dir: str, baseline_dir: s
     labels, class_ids = predict_eval_examples(example_files, {"candidate": candidate_dir, "baseline": baseline_dir})
     return compare_correctness(class_ids["candidate"] == labels, class_ids["baseline"] == labels,
                                significance_level=significance_level, resamples=resamples, seed=seed)
-
-
-def write_comparison(comparison: Dict[str, Any], folder: str) -> str:
-    tf.io.gfile.makedirs(folder)
-    path = os.path.join(folder, COMPARISON_FILE)
-    with tf.io.gfile.GFile(path, "w") as handle:
-        json.dump(comparison, handle, indent=1)
-    return path
-
-
-def read_comparison(folder: str) -> Dict[str, Any]:
-    """The record in a ModelComparison artifact's folder; ValueError when it has none."""
-    path = os.path.join(folder, COMPARISON_FILE)
-    if not tf.io.gfile.exists(path):
-        raise ValueError(f"{path} does not exist: the paired comparison did not complete")
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
-
-
-def significance_summary(folder: Optional[str]) -> Optional[Dict[str, Any]]:
-    """The fields of the comparison that summary.json and the report show, or None without a comparison."""
-    if folder is None:
-        return None
-    comparison = read_comparison(folder)
-    return {field: comparison[field] for field in SUMMARY_FIELDS}

@@ -9,13 +9,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.paired_comparison.comparison import (
-    DIFFERENCE_PROPERTY,
-    P_VALUE_PROPERTY,
-    SIGNIFICANT_PROPERTY,
-    compare_models,
-    write_comparison,
-)
+from components.model_comparison import DIFFERENCE_PROPERTY, P_VALUE_PROPERTY, SIGNIFICANT_PROPERTY, write_comparison
+from components.paired_comparison.comparison import compare_models
 from trainer import log
 from trainer.contract import EVAL_SPLIT
 

@@ -17,9 +17,6 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 DEFAULT_BOOTSTRAP_RESAMPLES = 2000
-# The fields summary.json's `significance` holds (see README: Outputs); comparison.json has more.
-SUMMARY_FIELDS = ("candidate_accuracy", "baseline_accuracy", "difference", "ci_low", "ci_high", "confidence",
-                  "p_value", "significant", "significance_level", "required", "eval_images")
 
 
 def _paired(candidate_correct, baseline_correct) -> Tuple[np.ndarray, np.ndarray]:
@@ -137,8 +134,3 @@ def compare_correctness(candidate_correct, baseline_correct, *, significance_lev
         "bootstrap_resamples": resamples,
         "seed": seed,
     }
-
-
-def significantly_better(comparison: Dict[str, Any]) -> bool:
-    """The candidate is more accurate and the difference is significant at the comparison's level."""
-    return comparison["difference"] > 0 and comparison["p_value"] < comparison["significance_level"]
