@@ -70,7 +70,7 @@ class DataConfig:
                 "data.tfds_splits",
                 f"must map exactly unlabeled, train and eval to TFDS splits for {self.tfds_name!r}, got {splits}",
             )
-        elif self.path is not None:
+        if self.reads_path and self.path is not None:
             require(bool(self.path.strip()), "data.path", "must not be empty")
         if self.source == "tfrecord":
             require(bool(self.class_names), "data.class_names",
@@ -85,8 +85,13 @@ class DataConfig:
         """The TFDS split for each of our splits (config value, else the known default)."""
         return self.tfds_splits or TFDS_DEFAULT_SPLITS.get(self.tfds_name or "")
 
+    @property
+    def reads_path(self) -> bool:
+        """Whether the source reads data.path: folder and tfrecord do; a TFDS dataset is read from tfds_data_dir."""
+        return self.source != "tfds"
+
     def required_path(self) -> str:
-        """data.path, which the folder and tfrecord sources read (a TFDS dataset is read from tfds_data_dir).
+        """data.path, for a source that reads it (reads_path).
 
         Raises:
           ConfigError: it is not set (it may be given per run: --data, or the Kubeflow runtime parameter).
