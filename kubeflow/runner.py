@@ -108,12 +108,6 @@ def check_compilable(config: Config, output_file: Optional[str] = None) -> None:
     )
     require_object_storage(config.data.path, "data.path")
     require_object_storage(config.data.tfds_data_dir, "data.tfds_data_dir")
-    strategy = kubeflow.trainer_strategy or config.training.strategy
-    require(
-        kubeflow.trainer_workers == 1 or strategy in ("auto", "multi_worker"),
-        "training.strategy",
-        f"must be auto or multi_worker when kubeflow.trainer_workers > 1, got {strategy!r}",
-    )
 
 
 def _warn_if_mutable_image(image: str) -> None:
@@ -125,10 +119,11 @@ def _warn_if_mutable_image(image: str) -> None:
 
 
 def _data_path_default(data: DataConfig) -> Optional[str]:
-    """data.path; for TFDS (which reads tfds_data_dir) an unused empty default; otherwise required per run."""
+    """data.path; for a source that reads no path (TFDS reads tfds_data_dir) an unused empty default; otherwise
+    required per run."""
     if data.path is not None:
         return data.path
-    return "" if data.source == "tfds" else None
+    return None if data.reads_path else ""
 
 
 def _vertex_custom_job(kubeflow: KubeflowConfig) -> Dict[str, Any]:

@@ -166,11 +166,6 @@ class KubeflowConfig:
             "trainer_cpu_limit and trainer_memory_limit size the Trainer's own pod; with trainer_workers > 1 "
             "set the Vertex AI machine with trainer_machine_type instead",
         )
-        require(
-            self.trainer_strategy in (None, "auto", "multi_worker"),
-            prefix + "trainer_strategy",
-            f"must be auto or multi_worker when kubeflow.trainer_workers > 1, got {self.trainer_strategy!r}",
-        )
 
 
 @dataclasses.dataclass
@@ -180,6 +175,13 @@ class Config:
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     pipeline: PipelineConfig = dataclasses.field(default_factory=PipelineConfig)
     kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
+
+    def __post_init__(self) -> None:
+        if self.kubeflow.trainer_workers > 1:  # the Trainers' strategy on Kubeflow: its own setting or training's
+            key = "kubeflow.trainer_strategy" if self.kubeflow.trainer_strategy else "training.strategy"
+            strategy = self.kubeflow.trainer_strategy or self.training.strategy
+            require(strategy in ("auto", "multi_worker"), key,
+                    f"must be auto or multi_worker when kubeflow.trainer_workers > 1, got {strategy!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

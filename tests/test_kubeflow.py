@@ -227,6 +227,8 @@ def test_single_pod_trainer_gets_the_resource_limits(tmp_path):
     ({"pipeline.name": "self_sup"}, "pipeline.name"),
     ({"training.strategy": "mirrored", "kubeflow.trainer_workers": 2, "kubeflow.vertex_project": "p",
       "kubeflow.vertex_region": "r", "kubeflow.trainer_machine_type": "m"}, "training.strategy"),
+    ({"kubeflow.trainer_strategy": "mirrored", "kubeflow.trainer_workers": 2, "kubeflow.vertex_project": "p",
+      "kubeflow.vertex_region": "r", "kubeflow.trainer_machine_type": "m"}, "kubeflow.trainer_strategy"),
 ])
 def test_a_bad_kubeflow_config_fails_naming_the_key(tmp_path, overrides, key):
     with pytest.raises(ConfigError, match=re.escape(f"'{key}'")):
