@@ -9,7 +9,6 @@ Output folder layout:
 """
 
 import datetime
-import json
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -21,7 +20,7 @@ from tfx.orchestration.portable import runtime_parameter_utils
 from components.image_example_gen.ingest import check_eval_per_class
 from components.image_example_gen.sources import plan_source
 from pipeline.config import Config
-from pipeline.pipeline import check_image_example_gen_training, create_pipeline, data_config_json
+from pipeline.pipeline import check_image_example_gen_training, create_pipeline
 from pipeline.results import summary as summary_lib
 from pipeline.results.run_results import open_store, run_results
 from pipeline.run_lock import output_lock
@@ -49,7 +48,7 @@ def output_paths(output_dir: str, results_dir: Optional[str] = None) -> Dict[str
 def check_data_before_running(config: Config) -> None:
     """Checks the data layout/source now (raises ValueError naming the problem), before any Beam work:
     the layout, the eval images per class and, for folder data, that pretraining has a full batch."""
-    plan = plan_source(json.loads(data_config_json(config)))
+    plan = plan_source(config.data)
     if plan.eval_per_class is not None:
         check_eval_per_class(plan.eval_per_class, config.evaluation.min_eval_per_class, config.data.path)
     if plan.split_counts is not None and config.training.pretrain_epochs > 0:
