@@ -225,7 +225,7 @@ def test_candidate_runs_fixmatch_and_the_baseline_gets_as_many_labeled_batches(
 def test_fixmatch_settings_change_the_baseline_only_when_the_stage_is_on():
     off = TrainingConfig(fixmatch_epochs=0)
     on = TrainingConfig(fixmatch_epochs=5)
-    assert TrainingConfig().fixmatch_epochs == 10  # on by default
+    assert TrainingConfig().fixmatch_epochs == 20  # on by default
     assert off.pretraining_dict() == on.pretraining_dict() == TrainingConfig(
         fixmatch_epochs=3, fixmatch_threshold=0.8, fixmatch_augment={"crop_scale_min": 0.3}).pretraining_dict()
     assert off.baseline_dict()["fixmatch_epochs"] == 0 and "batch_size" not in off.baseline_dict()
