@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainer import data, run
+from trainer import contract, data, run
 from trainer import log as log_module
 from trainer.examples import read_training_examples
 from trainer.hparams import ConfigError, TrainingConfig
@@ -123,7 +123,7 @@ def test_a_split_without_files_and_class_names_that_contradict_class_names_json(
     uri = write_artifact(tmp_path, {"train": labeled(3), "eval": labeled(3)})
     with pytest.raises(ValueError, match=r"split 'test' has no files \(.*Split-test/\*\)"):
         read(uri, eval_splits=("test",))
-    (tmp_path / data.CLASS_NAMES_FILE).write_text(json.dumps(["a", "b", "c"]))
+    (tmp_path / contract.CLASS_NAMES_FILE).write_text(json.dumps(["a", "b", "c"]))
     assert read(uri).class_names == ["a", "b", "c"]
     with pytest.raises(ConfigError, match=r"'training.class_names': \['x', 'y', 'z'\] differ from the class names "
                                           r"the examples recorded in .*class_names.json: \['a', 'b', 'c'\]"):

@@ -15,8 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from trainer.contract import (  # noqa: F401  (CLASS_NAMES_FILE: tests/test_examples.py still reads data.CLASS_NAMES_FILE)
-    CLASS_NAMES_FILE,
+from trainer.contract import (
     IMAGE_FEATURE,
     LABEL_FEATURE,
     PATH_FEATURE,
