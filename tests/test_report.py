@@ -37,8 +37,8 @@ from components.evaluation_report.curves import knn_check_epochs
 from components.evaluation_report.html_report import render_html
 from components.evaluation_report.report_data import ReportInputs, collect_report_data
 from components.image_example_gen.ingest import build_report, make_example
-from components.paired_comparison import executor as comparison_executor
 from components.model_comparison import significance_summary
+from components.paired_comparison import executor as comparison_executor
 from pipeline.config import Config, EvaluationConfig
 from pipeline.evaluation import build_eval_config
 from pipeline.results import summary as summary_lib
