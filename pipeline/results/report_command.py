@@ -1,4 +1,4 @@
-"""The `selfsup report RUN_DIR` command: argument parsing and exit codes (pipeline/report.py does the work)."""
+"""The `selfsup report RUN_DIR` command: argument parsing and exit codes (pipeline/results/report.py does the work)."""
 
 import argparse
 import sys
