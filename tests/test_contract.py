@@ -19,7 +19,9 @@ CONTRACT_FILE = os.path.join("trainer", "contract.py")
 # destinations): a literal equal to one of these is not necessarily the contract's name.
 GENERIC = {"image", "label", "path", "train", "eval", "unlabeled", "config", "candidate", "baseline",
            "pretrainer", "classes", "source", "production_model", "linear", "supervised", "pretrain", "finetune",
-           "matched", "fixmatch", "distill"}
+           "matched", "fixmatch", "distill",
+           # history.json's keys are also summary.json's and report_data.json's, which other code writes
+           "history", "timings", "labeled_train_images"}
 
 
 def contract_values():

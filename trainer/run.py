@@ -48,8 +48,11 @@ from trainer.contract import (
     BASELINE_ROLE,
     CANDIDATE_ROLE,
     EVAL_SPLIT,
+    HISTORY_CURVES_KEY,
     HISTORY_FILE,
+    HISTORY_LABELED_TRAIN_IMAGES_KEY,
     HISTORY_SETTINGS_KEY,
+    HISTORY_TIMINGS_KEY,
     PRETRAINER_ROLE,
     ROLES,
     TRAIN_SPLIT,
@@ -166,7 +169,8 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
             checkpoints.EpochBackup(backup_dir, backup_save_dir, "distillation"), keep_paths=keep_paths)
         history.update(distill_history)
         timings["distill_seconds"] = round(time.monotonic() - started, 1)
-    record = {"history": history, "timings": timings, "encoder": encoder_record, "labeled_train_images": train_images}
+    record = {HISTORY_CURVES_KEY: history, HISTORY_TIMINGS_KEY: timings, "encoder": encoder_record,
+              HISTORY_LABELED_TRAIN_IMAGES_KEY: train_images}
     if role == BASELINE_ROLE:
         record["matched_labeled_batches"] = {"epochs": matched[0], "steps_per_epoch": matched[1]}
     return classifier, record
@@ -230,8 +234,8 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
         if role == PRETRAINER_ROLE:
             backup = checkpoints.EpochBackup(backup_dir, folders["backup_dir"], "pretraining")
             encoder, history, timings = pretrain_encoder(config, strategy, examples, folders["log_dir"], backup)
-            record = {"role": role, "method": config.method, "class_names": class_names, "history": history,
-                      "timings": timings, "precision": precision_record,
+            record = {"role": role, "method": config.method, "class_names": class_names, HISTORY_CURVES_KEY: history,
+                      HISTORY_TIMINGS_KEY: timings, "precision": precision_record,
                       HISTORY_SETTINGS_KEY: dict(custom_config_of(config, role))}
             pretraining_images = examples.sizes[UNLABELED_SPLIT] + examples.sizes[TRAIN_SPLIT]
             save_encoder(encoder, describe(config, examples.uri, pretraining_images, config.init_encoder),
@@ -240,7 +244,7 @@ def _train_and_export(role: str, config: TrainingConfig, strategy: tf.distribute
         else:
             classifier, record = _train(role, config, strategy, examples, folders["log_dir"], backup_dir,
                                         folders["backup_dir"], base_model)
-            history = record["history"]
+            history = record[HISTORY_CURVES_KEY]
             export_classifier(classifier, class_names, config.image_size, folders["serving_model_dir"],
                               image_feature=examples.keys.image)
             tf.io.gfile.makedirs(folders["artifact_dir"])  # a non-chief worker's scratch folder is not made yet

@@ -35,8 +35,6 @@ from trainer import contract, versions
 # The ingest report's fields the report shows; those added later are None in an older run's report.
 INGEST_FIELDS = ("source", "location", "splits", "skipped", "input", "eval_per_class", "eval_duplicates",
                  "ignored_non_image_files", "links_not_followed")
-# A Trainer's history.json: its curves, its timings (seconds per part) and the labeled images it trained on.
-HISTORY_CURVES_KEY, HISTORY_TIMINGS_KEY, LABELED_TRAIN_IMAGES_KEY = "history", "timings", "labeled_train_images"
 # ReportInputs fields the report cannot do without (summary.json of a run that stopped early has fewer).
 PER_CLASS_SOURCE = "TFMA confusion matrix counts"
 REQUIRED_INPUTS = ("evaluation_uri", "blessing_uri", "candidate_model_uri", "baseline_model_uri", "ingest_report_uri")
@@ -111,18 +109,18 @@ def collect_run_data(inputs: ReportInputs, strict: bool = True) -> Dict[str, Any
     histories = {role: records[role] for role in (contract.CANDIDATE_ROLE, contract.BASELINE_ROLE) if records[role]}
     if pretraining and contract.CANDIDATE_ROLE in histories:  # the candidate's pretraining ran in the Pretrainer
         candidate = histories[contract.CANDIDATE_ROLE]
-        histories[contract.CANDIDATE_ROLE] = dict(candidate, **{HISTORY_CURVES_KEY: dict(
-            pretraining[HISTORY_CURVES_KEY], **candidate[HISTORY_CURVES_KEY])})
+        histories[contract.CANDIDATE_ROLE] = dict(candidate, **{contract.HISTORY_CURVES_KEY: dict(
+            pretraining[contract.HISTORY_CURVES_KEY], **candidate[contract.HISTORY_CURVES_KEY])})
     class_names = ingest["class_names"] if ingest else None
     data: Dict[str, Any] = {"decision": None, "thresholds": None, "failures": None, "class_names": class_names,
                             "models": None}
     if inputs.evaluation_uri is not None:
         data.update(_evaluation_data(inputs, histories, class_names))
     data.update({
-        "histories": {role: record[HISTORY_CURVES_KEY] for role, record in histories.items()},
+        "histories": {role: record[contract.HISTORY_CURVES_KEY] for role, record in histories.items()},
         "settings": {role: (record or {}).get(contract.HISTORY_SETTINGS_KEY) for role, record in records.items()},
-        "timings": {role: record.get(HISTORY_TIMINGS_KEY) for role, record in records.items() if record},
-        "labeled_train_images": (records[contract.CANDIDATE_ROLE] or {}).get(LABELED_TRAIN_IMAGES_KEY),
+        "timings": {role: record.get(contract.HISTORY_TIMINGS_KEY) for role, record in records.items() if record},
+        "labeled_train_images": (records[contract.CANDIDATE_ROLE] or {}).get(contract.HISTORY_LABELED_TRAIN_IMAGES_KEY),
         "augmented_views": _augmented_views(inputs.pretrained_model_uri, pretraining),
         "data": {key: ingest.get(key) for key in INGEST_FIELDS} if ingest else None,
         "examples": _examples_data(inputs, class_names),
