@@ -65,6 +65,8 @@ def test_integer_accepted_where_a_float_is_expected(tmp_path):
         ("data:\n  source: s3bucket\n", "data.source"),
         ("data:\n  max_bad_fraction: -0.1\n", "data.max_bad_fraction"),
         ("training:\n  labels_per_class: 0\n", "training.labels_per_class"),
+        ("training:\n  decode_cache_mb: -1\n", "training.decode_cache_mb"),
+        ("training:\n  decode_cache_dir: ' '\n", "training.decode_cache_dir"),
         ("data:\n  labels_per_class: 5\n", "data.labels_per_class': moved to 'training.labels_per_class"),
         ("data:\n  source: tfds\n", "data.tfds_name"),
         ("data:\n  source: tfds\n  tfds_name: mnist_unknown_splits\n", "data.tfds_splits"),

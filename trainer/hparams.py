@@ -123,6 +123,11 @@ class TrainingConfig:
     # Compile the augmentation of the pretraining, FixMatch and distillation steps with XLA, on its own
     # (trainer/augment.py view_maker).
     augment_jit_compile: bool = True
+    # Decoded images kept after a dataset's first pass (trainer/data.py DecodeCache): in memory for a dataset whose
+    # decoded images fit this many MB, else in a file under decode_cache_dir when set, else decoded every epoch.
+    # Where they are kept does not change what is trained on.
+    decode_cache_mb: int = 1024
+    decode_cache_dir: Optional[str] = None
 
     # What the Trainers read (trainer/examples.py): the feature keys (by default those selfsup's ImageExampleGen
     # writes, trainer/contract.py) of the encoded image and of the integer label;
@@ -189,7 +194,7 @@ class TrainingConfig:
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be a positive integer, got {value}")
         for key in ("pretrain_epochs", "linear_epochs", "finetune_epochs", "warmup_epochs", "distill_epochs",
-                    "fixmatch_epochs"):
+                    "fixmatch_epochs", "decode_cache_mb"):
             value = getattr(self, key)
             require(value >= 0, prefix + key, f"must be zero or more, got {value}")
         require(
@@ -202,6 +207,8 @@ class TrainingConfig:
                     "fixmatch_learning_rate"):
             value = getattr(self, key)
             require(value > 0, prefix + key, f"must be greater than 0, got {value}")
+        require(self.decode_cache_dir is None or bool(self.decode_cache_dir.strip()), prefix + "decode_cache_dir",
+                "must not be empty")
         require(self.weight_decay >= 0, prefix + "weight_decay", f"must be zero or more, got {self.weight_decay}")
         require(self.labels_per_class is None or self.labels_per_class > 0, prefix + "labels_per_class",
                 f"must be positive, got {self.labels_per_class}")
@@ -289,7 +296,7 @@ BASELINE_FIELDS = (
     "encoder", "encoder_width", "encoder_weights", "image_size", "image_feature", "label_feature", "class_names",
     "unlabeled_splits", "finetune_augment", "finetune_batch_size",
     "labels_per_class", "linear_epochs", "finetune_epochs", "baseline_learning_rate", "optimizer", "weight_decay",
-    "seed", "strategy", "tpu_address", "precision",
+    "seed", "strategy", "tpu_address", "precision", "decode_cache_mb", "decode_cache_dir",
 )
 
 # The epochs of the candidate's semi-supervised stages, whose labeled batches the baseline matches.

@@ -81,16 +81,19 @@ def pretrain(config: TrainingConfig, strategy: tf.distribute.Strategy, encoder: 
             config.pretrain_epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch,
         ))
     # Labels come along (-1 for unlabeled images) for the online probe only; the SSL loss ignores them.
+    cache = data.DecodeCache.from_config(config)
     dataset = distribute.shard_by_data(
         data.image_dataset(examples.unlabeled_and_train_files, config.batch_size, config.image_size, config.seed,
-                           with_labels=True, keys=examples.keys))
+                           with_labels=True, keys=examples.keys, cache=cache, images=images,
+                           name="unlabeled and train images"))
 
     def encode(batch):
         features = encoder(batch, training=False)
         return tf.reduce_mean(features, axis=1) if is_sequence else features
 
     labeled = {
-        role: data.labeled_dataset(examples.files[role], 256, config.image_size, config.seed, False, keys=examples.keys)
+        role: data.labeled_dataset(examples.files[role], 256, config.image_size, config.seed, False, keys=examples.keys,
+                                   cache=cache, images=examples.sizes[role], name=f"{role} images (kNN monitor)")
         for role in (TRAIN_SPLIT, EVAL_SPLIT)
     }
     callbacks = [

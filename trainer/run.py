@@ -128,10 +128,13 @@ def _train(role: str, config: TrainingConfig, strategy: tf.distribute.Strategy, 
     if config.labels_per_class is not None:
         LOG.info(f"label budget: {train_images} of {sizes[TRAIN_SPLIT]} train images "
                  f"(at most {config.labels_per_class} per class)")
+    cache = data.DecodeCache.from_config(config)
     train_dataset = data.labeled_dataset(examples.files[TRAIN_SPLIT], config.finetune_batch_size, config.image_size,
-                                         config.seed, shuffle=True, keep_paths=keep_paths, keys=examples.keys)
+                                         config.seed, shuffle=True, keep_paths=keep_paths, keys=examples.keys,
+                                         cache=cache, images=train_images, name="labeled train images")
     eval_dataset = data.labeled_dataset(examples.files[EVAL_SPLIT], 256, config.image_size, config.seed, shuffle=False,
-                                        keys=examples.keys)
+                                        keys=examples.keys, cache=cache, images=sizes[EVAL_SPLIT],
+                                        name="eval images")
     steps_per_epoch = max(1, math.ceil(train_images / config.finetune_batch_size))
     # The candidate's semi-supervised stages train on labeled batches too: the baseline gets as many more.
     matched = semi_supervised.matched_labeled_batches(config, sizes) if role == BASELINE_ROLE else (0, 0)

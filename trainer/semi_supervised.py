@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from trainer import checkpoints, data, distribute, keras_fixes, log, monitors, progress
-from trainer.contract import EVAL_SPLIT, TRAIN_SPLIT, history_key
+from trainer.contract import EVAL_SPLIT, TRAIN_SPLIT, UNLABELED_SPLIT, history_key
 from trainer.examples import TrainingExamples
 from trainer.hparams import TrainingConfig
 
@@ -146,11 +146,16 @@ def fit_stage(model: SemiSupervisedModel, phase: str, epochs: int, config: Train
     Returns:
       `<phase>/<metric>` -> one value per epoch.
     """
+    cache = data.DecodeCache.from_config(config)
+    sizes = examples.sizes
+    labeled_images = len(keep_paths) if keep_paths is not None else sizes[TRAIN_SPLIT]
     batches = data.unlabeled_and_labeled_batches(examples.unlabeled_and_train_files, examples.files[TRAIN_SPLIT],
                                                  config.batch_size, config.finetune_batch_size, config.image_size,
-                                                 seed, keep_paths, examples.keys)
+                                                 seed, keep_paths, examples.keys, cache=cache,
+                                                 sizes=(sizes[UNLABELED_SPLIT] + sizes[TRAIN_SPLIT], labeled_images))
     eval_dataset = data.labeled_dataset(examples.files[EVAL_SPLIT], EVAL_BATCH_SIZE, config.image_size, seed,
-                                        shuffle=False, keys=examples.keys)
+                                        shuffle=False, keys=examples.keys, cache=cache, images=sizes[EVAL_SPLIT],
+                                        name="eval images")
     callbacks = [monitors.FailOnNanLoss(), backup, keras.callbacks.TensorBoard(os.path.join(log_dir, phase))]
     LOG.info(description)
     progress_callbacks, verbose = progress.fit_progress(phase)
