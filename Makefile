@@ -6,7 +6,10 @@
 
 VENV ?= .venv
 OUTPUT ?= runs/demo
+# The tests run in one worker per core (pytest-xdist), a test file per worker at a time, so that a file's
+# module fixtures (an end-to-end run) are built once; tests/conftest.py starts the end-to-end files first.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 STAMP := $(VENV)/.installed
 
 # Python 3.10 is required: TFX 1.16 (the newest TFX whose wheels load on these machines)
@@ -36,7 +39,7 @@ demo: $(STAMP)
 	$(VENV)/bin/selfsup demo --output $(OUTPUT)
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

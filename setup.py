@@ -25,6 +25,6 @@ setup(
         "scikit-learn",  # ships the handwritten-digits images of the built-in demo dataset
         "tqdm",  # the progress bars on a terminal (trainer/progress.py)
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    extras_require={"dev": ["pytest", "pytest-xdist", "ruff"]},
     entry_points={"console_scripts": ["selfsup=pipeline.cli:main"]},
 )
