@@ -5,8 +5,8 @@ the feature keys `FeatureKeys` names (`training.image_feature`, `training.label_
 ImageExampleGen writes `image` and `label`). Which splits to read is trainer/examples.py's business.
 
 Every image, in training and in the exported model, goes through `decode_image_uint8`, so what
-the model is trained on and what it serves are decoded and resized the same way. Training decodes each image
-once per run where the decoded images fit `training.decode_cache_mb` (`DecodeCache`).
+the model is trained on and what it serves are decoded and resized the same way. A training stage decodes each
+image once, not once per epoch, where its decoded images fit `training.decode_cache_mb` (`DecodeCache`).
 """
 
 import atexit
