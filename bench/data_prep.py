@@ -45,9 +45,19 @@ def _image_files(folder: pathlib.Path):
     return sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def link_file(path: pathlib.Path, target: pathlib.Path) -> None:
+    """`target` as a hard link to `path` (a copy across file systems): selfsup's folder scan refuses symbolic
+    links that lead out of the data folder, and a hard link is a file of the folder itself."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copyfile(path, target)
+
+
 def sampled_folder(source: pathlib.Path, destination: pathlib.Path, unlabeled: int, labeled_per_class: int = 5,
                    test_per_class: int = 2, max_classes: int = 2, spread: bool = False) -> pathlib.Path:
-    """A selfsup folder layout of symlinks: `unlabeled` unlabeled images of `source` and a few labeled.
+    """A selfsup folder layout of hard links (`link_file`): `unlabeled` unlabeled images of `source` and a few labeled.
 
     The unlabeled images are the first ones in file-name order, or with `spread` evenly spaced over that
     order (cifar10-ssl's names start with the class: then every class is among them). Only the unlabeled
@@ -62,16 +72,12 @@ def sampled_folder(source: pathlib.Path, destination: pathlib.Path, unlabeled: i
     chosen = ([unlabeled_files[index * len(unlabeled_files) // unlabeled] for index in range(unlabeled)] if spread
               else unlabeled_files[:unlabeled])
     for index, path in enumerate(chosen):
-        target = destination / "unlabeled" / f"{index:06d}{path.suffix}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.symlink_to(path.resolve())
+        link_file(path, destination / "unlabeled" / f"{index:06d}{path.suffix}")
     for split, count in (("labeled", labeled_per_class), ("test", test_per_class)):
         classes = sorted(path.name for path in (source / split).iterdir() if path.is_dir())[:max_classes]
         for name in classes:
             for path in _image_files(source / split / name)[:count]:
-                target = destination / split / name / path.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(path.resolve())
+                link_file(path, destination / split / name / path.name)
     return destination
 
 

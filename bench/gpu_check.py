@@ -249,7 +249,7 @@ def input_pipeline_check(summary: dict) -> dict:
 
 
 def run_data_folder(source: pathlib.Path, destination: pathlib.Path, counts: dict) -> pathlib.Path:
-    """A subset of the cifar10-ssl folder `source` for the short run: symlinks, every class."""
+    """A subset of the cifar10-ssl folder `source` for the short run: hard links, every class."""
     classes = len([path for path in (source / "labeled").iterdir() if path.is_dir()])
     return data_prep.sampled_folder(source, destination, counts["unlabeled"], counts["labeled_per_class"],
                                     counts["test_per_class"], max_classes=classes, spread=True)

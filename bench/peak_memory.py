@@ -4,7 +4,7 @@
 
 Runs `.venv/bin/selfsup run --data DIR --output OUT --config CFG` as a subprocess with a short config
 (1 pretraining epoch, 1 linear epoch, no fine-tuning epochs; every other key at its default), once on the
-unpacked folder and once on a copy whose unlabeled/ holds every unlabeled image twice (symlinks), and samples
+unpacked folder and once on a copy whose unlabeled/ holds every unlabeled image twice (hard links), and samples
 the resident set size of the whole process tree (the CLI, Beam and TFX workers) with psutil every
 `--interval` seconds. Reported per run: the peak of the tree's summed RSS (pages shared between processes are
 counted once per process, so this is an upper bound), the peak RSS of the largest single process, and the
@@ -58,22 +58,22 @@ evaluation:
 
 
 def _link_tree(source: pathlib.Path, destination: pathlib.Path, copies: int = 1) -> int:
-    """Mirrors the image files of `source` under `destination` as symlinks, `copies` times each; returns the count."""
+    """Mirrors the image files of `source` under `destination` as hard links (data_prep.link_file), `copies`
+    times each; returns the count."""
     count = 0
     for path in sorted(source.rglob("*")):
         if not path.is_file() or path.suffix.lower() not in data_prep.IMAGE_SUFFIXES:
             continue
         relative = path.relative_to(source)
         for copy in range(copies):
-            target = destination / (f"copy{copy}" if copies > 1 else "") / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(path.resolve())
+            data_prep.link_file(path, destination / (f"copy{copy}" if copies > 1 else "") / relative)
             count += 1
     return count
 
 
 def build_folder(source: pathlib.Path, destination: pathlib.Path, unlabeled_copies: int) -> dict:
-    """A folder of symlinks: labeled/ and test/ as in `source`, unlabeled/ with every image `unlabeled_copies` times."""
+    """A folder of hard links: labeled/ and test/ as in `source`, unlabeled/ with every image `unlabeled_copies`
+    times."""
     if destination.exists():
         shutil.rmtree(destination)
     counts = {"unlabeled": _link_tree(source / "unlabeled", destination / "unlabeled", unlabeled_copies)}

@@ -12,6 +12,7 @@ from test_bench import write_unlabeled_split
 
 from bench import gpu_check
 from bench.bf16_ops import probe_feeds
+from components.image_example_gen.folder_scan import FolderScanner
 from pipeline.config import load_config
 from pipeline.local_runner import check_before_running
 
@@ -93,6 +94,9 @@ def test_the_short_runs_folder_and_settings_pass_selfsups_own_checks(tmp_path):
     assert sorted(path.name for path in (folder / "labeled").iterdir()) == sorted(
         path.name for path in (source / "labeled").iterdir())
     assert len(list((folder / "unlabeled").iterdir())) == 300
+    # What the run's ImageExampleGen lists (it refuses symbolic links that lead out of the data folder).
+    scanner = FolderScanner(root=str(folder))
+    assert len(scanner.list_files("unlabeled")) == 300 and len(scanner.list_files("labeled")) == 3 * 40
     command = gpu_check.run_command(folder, tmp_path / "out")
     settings = [command[index + 1] for index, part in enumerate(command) if part == "--set"]
     assert settings == list(gpu_check.RUN_SETTINGS)
