@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, real_image_sample
+from conftest import REPO_ROOT, SAMPLE_CLASSES, real_image_sample
 from test_bench import write_unlabeled_split
 
 from bench import gpu_check
@@ -96,7 +96,8 @@ def test_the_short_runs_folder_and_settings_pass_selfsups_own_checks(tmp_path):
     assert len(list((folder / "unlabeled").iterdir())) == 300
     # What the run's ImageExampleGen lists (it refuses symbolic links that lead out of the data folder).
     scanner = FolderScanner(root=str(folder))
-    assert len(scanner.list_files("unlabeled")) == 300 and len(scanner.list_files("labeled")) == 3 * 40
+    assert len(scanner.list_files("unlabeled")) == 300
+    assert len(scanner.list_files("labeled")) == len(SAMPLE_CLASSES) * 40
     command = gpu_check.run_command(folder, tmp_path / "out")
     settings = [command[index + 1] for index, part in enumerate(command) if part == "--set"]
     assert settings == list(gpu_check.RUN_SETTINGS)
